@@ -1,0 +1,482 @@
+//! Settings: `config/walhook.toml`, overridden by `WALHOOK_*` environment
+//! variables and command-line flags (flags win). An unknown key or a bad
+//! value stops start-up with a message that names it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The configuration file read when none is named.
+pub const DEFAULT_CONFIG_PATH: &str = "config/walhook.toml";
+
+/// Environment variables walhook reads; any other `WALHOOK_*` is a typo.
+pub const KNOWN_ENV: &[&str] = &[
+    "WALHOOK_CONFIG",
+    "WALHOOK_MODE",
+    "WALHOOK_ALLOW_PRIVATE_TARGETS",
+    "WALHOOK_RETRY_SCHEDULE",
+    "WALHOOK_DELIVERY_TIMEOUT",
+    "WALHOOK_ADMIN_LISTEN",
+    "WALHOOK_LOG",
+];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{setting}: {message}")]
+    Invalid { setting: String, message: String },
+    #[error("unknown environment variable {name}; walhook reads {known}")]
+    UnknownEnv { name: String, known: String },
+}
+
+fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { setting: setting.to_owned(), message: message.into() }
+}
+
+/// Where changes are captured from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    Replication,
+    Trigger,
+}
+
+impl CaptureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Replication => "replication",
+            CaptureMode::Trigger => "trigger",
+        }
+    }
+}
+
+impl fmt::Display for CaptureMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CaptureMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "replication" => Ok(CaptureMode::Replication),
+            "trigger" => Ok(CaptureMode::Trigger),
+            other => Err(format!("unknown capture mode '{other}'; use 'replication' or 'trigger'")),
+        }
+    }
+}
+
+/// The delays before each attempt: the first is usually `0s` (at once);
+/// the number of delays is the number of attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+impl RetrySchedule {
+    pub const DEFAULT: &'static str = "0s,5s,5m,30m,2h,5h,10h,10h";
+
+    pub fn max_attempts(&self) -> u32 {
+        u32::try_from(self.0.len()).unwrap_or(u32::MAX)
+    }
+}
+
+impl FromStr for RetrySchedule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let delays = text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| parse_duration(part).map_err(|e| format!("'{part}' in '{text}': {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if delays.is_empty() {
+            return Err("the schedule is empty; list at least one delay, e.g. 0s,5s,5m".into());
+        }
+        Ok(RetrySchedule(delays))
+    }
+}
+
+impl fmt::Display for RetrySchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// `10s`, `250ms`, `5m`, `2h`, `0s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("not a duration ({e}); write e.g. 250ms, 10s, 5m, 2h"))
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: Option<String>,
+    pub capture: CaptureConfig,
+    pub delivery: DeliveryConfig,
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub mode: CaptureMode,
+    /// At most this many changes go into one outbox transaction.
+    pub batch_size: usize,
+    /// A batch is written at the latest this long after its first change.
+    pub batch_timeout: Duration,
+    /// How often the trigger source looks for changes without a wake-up.
+    pub poll_interval: Duration,
+    /// Name of the logical replication slot.
+    pub slot: String,
+    /// Name of the publication.
+    pub publication: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub allow_private_targets: bool,
+    pub retry_schedule: RetrySchedule,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Requests in flight across all subscriptions.
+    pub max_in_flight: usize,
+    /// Requests in flight to one subscription (a subscription's own
+    /// `max_in_flight` overrides it).
+    pub max_in_flight_per_subscription: usize,
+    /// How many due deliveries one claim takes.
+    pub claim_batch: i64,
+    /// How long a claim holds a delivery before another worker may take it.
+    pub lease: Duration,
+    /// A subscription whose deliveries all fail for this long is disabled.
+    pub disable_after: Duration,
+    /// Delivered history older than this is pruned.
+    pub retention: Duration,
+    /// Dead deliveries older than this are pruned.
+    pub dead_retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: None,
+            capture: CaptureConfig {
+                mode: CaptureMode::Replication,
+                batch_size: 1000,
+                batch_timeout: Duration::from_millis(20),
+                poll_interval: Duration::from_secs(1),
+                slot: "walhook".into(),
+                publication: "walhook".into(),
+            },
+            delivery: DeliveryConfig {
+                allow_private_targets: false,
+                retry_schedule: RetrySchedule::DEFAULT.parse().unwrap_or(RetrySchedule(vec![Duration::ZERO])),
+                timeout: Duration::from_secs(10),
+                connect_timeout: Duration::from_secs(5),
+                max_in_flight: 256,
+                max_in_flight_per_subscription: 32,
+                claim_batch: 256,
+                lease: Duration::from_secs(60),
+                disable_after: Duration::from_secs(5 * 24 * 3600),
+                retention: Duration::from_secs(7 * 24 * 3600),
+                dead_retention: Duration::from_secs(30 * 24 * 3600),
+            },
+            admin: AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9750)) },
+        }
+    }
+}
+
+/// Values from the environment and the command line; `None` leaves the
+/// file's value (or the default) in place.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_path: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub mode: Option<String>,
+    pub allow_private_targets: Option<bool>,
+    pub retry_schedule: Option<String>,
+    pub delivery_timeout: Option<String>,
+    pub admin_listen: Option<String>,
+}
+
+/// The file's shape: every key documented in `config/walhook.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    #[serde(default)]
+    capture: FileCapture,
+    #[serde(default)]
+    delivery: FileDelivery,
+    #[serde(default)]
+    admin: FileAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCapture {
+    mode: Option<String>,
+    batch_size: Option<usize>,
+    batch_timeout: Option<String>,
+    poll_interval: Option<String>,
+    slot: Option<String>,
+    publication: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDelivery {
+    allow_private_targets: Option<bool>,
+    retry_schedule: Option<String>,
+    timeout: Option<String>,
+    connect_timeout: Option<String>,
+    max_in_flight: Option<usize>,
+    max_in_flight_per_subscription: Option<usize>,
+    claim_batch: Option<i64>,
+    lease: Option<String>,
+    disable_after: Option<String>,
+    retention: Option<String>,
+    dead_retention: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    listen: Option<String>,
+}
+
+impl Config {
+    /// Reads the file (the named one, or `config/walhook.toml` when it
+    /// exists), then applies the overrides.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match &overrides.config_path {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => read_file(Path::new(DEFAULT_CONFIG_PATH))?,
+            None => FileConfig::default(),
+        };
+        let mut config = Config::default();
+        config.apply_file(file)?;
+        config.apply_overrides(overrides)?;
+        Ok(config)
+    }
+
+    /// Parses configuration text, as in a file at `path` (for messages).
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.apply_file(parse_file(text, path)?)?;
+        Ok(config)
+    }
+
+    fn apply_file(&mut self, file: FileConfig) -> Result<(), ConfigError> {
+        if file.database_url.is_some() {
+            self.database_url = file.database_url;
+        }
+        let c = file.capture;
+        if let Some(mode) = c.mode {
+            self.capture.mode = mode.parse().map_err(|e| invalid("capture.mode", e))?;
+        }
+        if let Some(n) = c.batch_size {
+            if n == 0 {
+                return Err(invalid("capture.batch_size", "must be at least 1"));
+            }
+            self.capture.batch_size = n;
+        }
+        set_duration(&mut self.capture.batch_timeout, c.batch_timeout, "capture.batch_timeout")?;
+        set_duration(&mut self.capture.poll_interval, c.poll_interval, "capture.poll_interval")?;
+        if let Some(slot) = c.slot {
+            self.capture.slot = valid_identifier(&slot, "capture.slot")?;
+        }
+        if let Some(publication) = c.publication {
+            self.capture.publication = valid_identifier(&publication, "capture.publication")?;
+        }
+        let d = file.delivery;
+        if let Some(allow) = d.allow_private_targets {
+            self.delivery.allow_private_targets = allow;
+        }
+        if let Some(schedule) = d.retry_schedule {
+            self.delivery.retry_schedule = schedule.parse().map_err(|e| invalid("delivery.retry_schedule", e))?;
+        }
+        set_duration(&mut self.delivery.timeout, d.timeout, "delivery.timeout")?;
+        set_duration(&mut self.delivery.connect_timeout, d.connect_timeout, "delivery.connect_timeout")?;
+        set_positive(&mut self.delivery.max_in_flight, d.max_in_flight, "delivery.max_in_flight")?;
+        set_positive(
+            &mut self.delivery.max_in_flight_per_subscription,
+            d.max_in_flight_per_subscription,
+            "delivery.max_in_flight_per_subscription",
+        )?;
+        if let Some(n) = d.claim_batch {
+            if n < 1 {
+                return Err(invalid("delivery.claim_batch", "must be at least 1"));
+            }
+            self.delivery.claim_batch = n;
+        }
+        set_duration(&mut self.delivery.lease, d.lease, "delivery.lease")?;
+        set_duration(&mut self.delivery.disable_after, d.disable_after, "delivery.disable_after")?;
+        set_duration(&mut self.delivery.retention, d.retention, "delivery.retention")?;
+        set_duration(&mut self.delivery.dead_retention, d.dead_retention, "delivery.dead_retention")?;
+        if let Some(listen) = file.admin.listen {
+            self.admin.listen = parse_listen(&listen, "admin.listen")?;
+        }
+        Ok(())
+    }
+
+    fn apply_overrides(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        if let Some(url) = &o.database_url {
+            self.database_url = Some(url.clone());
+        }
+        if let Some(mode) = &o.mode {
+            self.capture.mode = mode.parse().map_err(|e| invalid("--mode / WALHOOK_MODE", e))?;
+        }
+        if let Some(allow) = o.allow_private_targets {
+            self.delivery.allow_private_targets = allow;
+        }
+        if let Some(schedule) = &o.retry_schedule {
+            self.delivery.retry_schedule = schedule
+                .parse()
+                .map_err(|e| invalid("--retry-schedule / WALHOOK_RETRY_SCHEDULE", e))?;
+        }
+        if let Some(timeout) = &o.delivery_timeout {
+            self.delivery.timeout =
+                parse_duration(timeout).map_err(|e| invalid("--delivery-timeout / WALHOOK_DELIVERY_TIMEOUT", e))?;
+        }
+        if let Some(listen) = &o.admin_listen {
+            self.admin.listen = parse_listen(listen, "--admin-listen / WALHOOK_ADMIN_LISTEN")?;
+        }
+        if self.delivery.timeout.is_zero() {
+            return Err(invalid("delivery.timeout", "must be more than 0s"));
+        }
+        Ok(())
+    }
+
+    /// The database URL, or a message that says how to give one.
+    pub fn require_database_url(&self) -> Result<&str, ConfigError> {
+        self.database_url.as_deref().ok_or_else(|| {
+            invalid(
+                "database_url",
+                "no database given; set DATABASE_URL, pass --database-url, or set database_url in config/walhook.toml",
+            )
+        })
+    }
+}
+
+/// Refuses `WALHOOK_*` variables walhook does not read, so a typo is not
+/// silently ignored.
+pub fn check_env<I: IntoIterator<Item = String>>(names: I) -> Result<(), ConfigError> {
+    for name in names {
+        if name.starts_with("WALHOOK_") && !KNOWN_ENV.contains(&name.as_str()) {
+            return Err(ConfigError::UnknownEnv { name, known: KNOWN_ENV.join(", ") });
+        }
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse_file(&text, path)
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+fn set_duration(target: &mut Duration, value: Option<String>, setting: &str) -> Result<(), ConfigError> {
+    if let Some(text) = value {
+        *target = parse_duration(&text).map_err(|e| invalid(setting, e))?;
+    }
+    Ok(())
+}
+
+fn set_positive(target: &mut usize, value: Option<usize>, setting: &str) -> Result<(), ConfigError> {
+    match value {
+        Some(0) => Err(invalid(setting, "must be at least 1")),
+        Some(n) => {
+            *target = n;
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+fn parse_listen(text: &str, setting: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| invalid(setting, format!("'{text}' is not an address and port, e.g. 127.0.0.1:9750")))
+}
+
+fn valid_identifier(text: &str, setting: &str) -> Result<String, ConfigError> {
+    let ok = !text.is_empty()
+        && text.len() <= 63
+        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(invalid(setting, format!("'{text}' must be 1 to 63 lowercase letters, digits or _")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = Config::default();
+        assert_eq!(config.capture.mode, CaptureMode::Replication);
+        assert_eq!(config.delivery.retry_schedule.to_string(), "0s,5s,5m,30m,2h,5h,10h,10h");
+        assert_eq!(config.delivery.timeout, Duration::from_secs(10));
+        assert!(!config.delivery.allow_private_targets);
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9750");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[delivery]\ntimeuot = \"5s\"\n").map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("timeuot"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let err = parse("[capture]\nmode = \"wal\"\n").map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("capture.mode") && err.contains("'wal'"), "{err}");
+        let err = parse("[delivery]\nretry_schedule = \"0s,soon\"\n").map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("delivery.retry_schedule") && err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let mut config = parse("[capture]\nmode = \"replication\"\n").unwrap_or_default();
+        let overrides = Overrides { mode: Some("trigger".into()), retry_schedule: Some("0s,1s".into()), ..Default::default() };
+        config.apply_overrides(&overrides).map_err(|e| e.to_string()).unwrap_or(());
+        assert_eq!(config.capture.mode, CaptureMode::Trigger);
+        assert_eq!(config.delivery.retry_schedule.0, vec![Duration::ZERO, Duration::from_secs(1)]);
+    }
+
+    #[test]
+    fn unknown_env_is_refused() {
+        assert!(check_env(["WALHOOK_MODE".to_string(), "PATH".to_string()]).is_ok());
+        let err = check_env(["WALHOOK_MOOD".to_string()]).unwrap_err().to_string();
+        assert!(err.contains("WALHOOK_MOOD"), "{err}");
+    }
+}

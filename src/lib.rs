@@ -1,0 +1,21 @@
+//! walhook: committed Postgres row changes as signed webhook deliveries.
+//!
+//! The stages are separate modules joined by narrow types:
+//! [`source`] captures [`change::RowChange`]s, [`route`] matches them to
+//! subscriptions, [`outbox`] stores events and deliveries in one
+//! transaction per batch, and [`deliver`] POSTs them.
+
+pub mod admin;
+pub mod catalog;
+pub mod change;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod deliver;
+pub mod metrics;
+pub mod migrate;
+pub mod outbox;
+pub mod relay;
+pub mod route;
+pub mod source;
+pub mod status;

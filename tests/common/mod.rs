@@ -1,0 +1,200 @@
+//! Test support: a fresh, migrated database per test and real HTTP
+//! receivers on 127.0.0.1 that record what they get.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
+
+/// The server tests create their databases on; `scripts/test` prepares it.
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn url_with_database(base: &str, database: &str) -> String {
+    let mut url = url::Url::parse(base).expect("TEST_DATABASE_URL is a postgres:// URL");
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect to the test database");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A database of its own, migrated, dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "walhook_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let admin = connect(&server_url()).await;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        let url = url_with_database(&server_url(), &name);
+        let mut client = connect(&url).await;
+        walhook::migrate::migrate(&mut client).await.expect("migrations apply");
+        TestDb { url, name }
+    }
+
+    /// A fresh database without walhook's schema.
+    pub async fn empty() -> TestDb {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "walhook_test_e{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        );
+        let admin = connect(&server_url()).await;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        TestDb { url: url_with_database(&server_url(), &name), name }
+    }
+
+    pub async fn client(&self) -> Client {
+        connect(&self.url).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime's reach: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok((client, connection)) = tokio_postgres::connect(&server_url(), NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!(
+                            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{name}' AND NOT active;
+                             DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        ))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("body is JSON")
+    }
+}
+
+/// How a receiver answers the `n`th request (0-based).
+pub type Responder = Arc<dyn Fn(&Received, usize) -> Response + Send + Sync>;
+
+#[derive(Clone)]
+struct ReceiverState {
+    received: Arc<Mutex<Vec<Received>>>,
+    responder: Responder,
+}
+
+/// An HTTP server on 127.0.0.1 that records every request.
+pub struct Receiver {
+    pub url: String,
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    stop: CancellationToken,
+}
+
+impl Receiver {
+    /// Answers every request with 200.
+    pub async fn ok() -> Receiver {
+        Receiver::start(Arc::new(|_, _| StatusCode::OK.into_response())).await
+    }
+
+    pub async fn start(responder: Responder) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let state = ReceiverState { received: received.clone(), responder };
+        let app = axum::Router::new().fallback(handle).with_state(state);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await }).await;
+        });
+        Receiver { url: format!("http://{addr}/hooks"), addr, received, stop }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("receiver lock").clone()
+    }
+
+    /// Waits until at least `count` requests arrived, or `timeout` passed.
+    pub async fn wait_for(&self, count: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received();
+            if got.len() >= count || Instant::now() >= deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn handle(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = Received { headers, body, at: Instant::now() };
+    let nth = {
+        let mut received = state.received.lock().expect("receiver lock");
+        received.push(request.clone());
+        received.len() - 1
+    };
+    (state.responder)(&request, nth)
+}
+
+/// Polls `query` (one bigint column) until it returns `want` or `timeout` passes.
+pub async fn wait_for_count(client: &Client, query: &str, want: i64, timeout: Duration) -> i64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got: i64 = client.query_one(query, &[]).await.expect("count query").get(0);
+        if got == want || Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
