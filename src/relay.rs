@@ -1,1 +1,1 @@
-//! TODO
+//! `walhook run`: capture, route, outbox and delivery wired together.
