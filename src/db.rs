@@ -23,7 +23,7 @@ pub fn parse_url(url: &str) -> Result<Config, DbError> {
 /// Opens a connection named `walhook <role>` in `pg_stat_activity`.
 pub async fn connect(url: &str, role: &str) -> Result<Client, DbError> {
     let mut config = parse_url(url)?;
-    config.application_name(&format!("walhook {role}"));
+    config.application_name(format!("walhook {role}"));
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -53,7 +53,7 @@ pub async fn connect_listening(
     use futures_util::StreamExt;
 
     let mut config = parse_url(url)?;
-    config.application_name(&format!("walhook {role}"));
+    config.application_name(format!("walhook {role}"));
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }

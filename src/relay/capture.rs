@@ -67,7 +67,7 @@ pub async fn run(
         match result {
             Ok(()) => backoff.reset(),
             Err(error) if error.is_retryable() => {
-                let delay = backoff.next();
+                let delay = backoff.next_delay();
                 warn!(%error, retry_in_ms = delay.as_millis() as u64, "capture interrupted; reconnecting");
                 tokio::select! {
                     () = shutdown.cancelled() => {}
@@ -172,7 +172,7 @@ impl Backoff {
         }
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let delay = self.current;
         self.current = (self.current * 2).min(Backoff::MAX);
         delay
@@ -196,9 +196,9 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_a_cap_and_resets() {
         let mut backoff = Backoff::new();
-        let delays: Vec<u128> = (0..9).map(|_| backoff.next().as_millis()).collect();
+        let delays: Vec<u128> = (0..9).map(|_| backoff.next_delay().as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
         backoff.reset();
-        assert_eq!(backoff.next(), Duration::from_millis(100));
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
     }
 }

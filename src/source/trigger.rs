@@ -75,7 +75,7 @@ impl TriggerSource {
             .await?)
     }
 
-    async fn to_change(&mut self, row: &PgRow) -> Result<RowChange, SourceError> {
+    async fn change_from(&mut self, row: &PgRow) -> Result<RowChange, SourceError> {
         let id: i64 = row.get(0);
         let txid: String = row.get(1);
         let relid: u32 = row.get(2);
@@ -219,7 +219,7 @@ impl Source for TriggerSource {
                 let mut ids = Vec::with_capacity(rows.len());
                 for row in &rows {
                     ids.push(row.get::<_, i64>(0));
-                    changes.push(self.to_change(row).await?);
+                    changes.push(self.change_from(row).await?);
                 }
                 debug!(changes = changes.len(), "captured batch");
                 return Ok(Some(Batch {
