@@ -267,8 +267,10 @@ impl Relay {
 }
 
 pub fn test_config(url: &str, mode: walhook::config::CaptureMode) -> walhook::config::Config {
-    let mut config = walhook::config::Config::default();
-    config.database_url = Some(url.to_owned());
+    let mut config = walhook::config::Config {
+        database_url: Some(url.to_owned()),
+        ..Default::default()
+    };
     config.capture.mode = mode;
     config.capture.poll_interval = Duration::from_millis(200);
     config.delivery.allow_private_targets = true;
