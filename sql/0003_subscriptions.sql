@@ -156,6 +156,29 @@ BEGIN
     PERFORM pg_notify('walhook_deliveries', '');
 END $$;
 
+-- Replaces the secret; requests keep carrying a signature made with the
+-- old one too until `keep_old` has passed, so receivers can switch over.
+-- Returns the new secret.
+CREATE FUNCTION walhook.rotate_secret(id bigint, new_secret text DEFAULT NULL,
+                                      keep_old interval DEFAULT interval '24 hours') RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    fresh text := coalesce(new_secret, walhook.generate_secret());
+BEGIN
+    PERFORM walhook.require_subscription(rotate_secret.id, 'walhook.rotate_secret');
+    IF keep_old IS NULL OR keep_old < interval '0' THEN
+        RAISE EXCEPTION 'walhook.rotate_secret: keep_old must be an interval of zero or more'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. keep_old => interval ''24 hours''; interval ''0'' drops the old secret at once.';
+    END IF;
+    UPDATE walhook.subscriptions s
+    SET previous_secret = CASE WHEN keep_old > interval '0' THEN s.secret END,
+        previous_secret_expires_at = CASE WHEN keep_old > interval '0' THEN now() + keep_old END,
+        secret = fresh
+    WHERE s.id = rotate_secret.id;
+    RETURN fresh;
+END $$;
+
 -- Queues the delivery again: same event, same webhook-id, a fresh attempt
 -- count; earlier attempts stay in walhook.attempts.
 CREATE FUNCTION walhook.redeliver(delivery_id bigint) RETURNS void

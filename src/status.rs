@@ -92,7 +92,10 @@ pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
         )
         .await?
         .get(0);
-    let _ = writeln!(out, "          {rate:.1} changes captured per second (last minute)");
+    let _ = writeln!(
+        out,
+        "          {rate:.1} changes captured per second (last minute)"
+    );
     let depth = outbox_depth(client).await?;
     let depth_text: Vec<String> = depth
         .iter()
@@ -181,7 +184,10 @@ pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
 
 /// The replication slot's lag behind the server's WAL and its confirmed
 /// LSN, when the slot exists.
-pub async fn slot_lag(client: &Client, slot: &str) -> Result<Option<(i64, u64)>, tokio_postgres::Error> {
+pub async fn slot_lag(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<(i64, u64)>, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::int8,

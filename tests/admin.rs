@@ -8,7 +8,10 @@ use common::{test_config, wait_for_count, Relay, TestDb};
 use walhook::config::CaptureMode;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 async fn get(url: &str) -> (u16, String) {
@@ -38,7 +41,10 @@ async fn healthz_and_metrics() {
     let mut health = (0, String::new());
     for _ in 0..50 {
         if let Ok(response) = reqwest::get(format!("{base}/healthz")).await {
-            health = (response.status().as_u16(), response.text().await.unwrap_or_default());
+            health = (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            );
             if health.1.contains("capturing") {
                 break;
             }
@@ -47,11 +53,23 @@ async fn healthz_and_metrics() {
     }
     assert_eq!(health.0, 200, "{}", health.1);
     assert!(health.1.contains("\"status\":\"ok\""), "{}", health.1);
-    client.batch_execute("INSERT INTO orders (status) VALUES ('a'), ('b')").await.expect("writes");
-    wait_for_count(&client, "SELECT count(*) FROM walhook.events", 2, Duration::from_secs(10)).await;
+    client
+        .batch_execute("INSERT INTO orders (status) VALUES ('a'), ('b')")
+        .await
+        .expect("writes");
+    wait_for_count(
+        &client,
+        "SELECT count(*) FROM walhook.events",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
     let (status, metrics) = get(&format!("{base}/metrics")).await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("walhook_changes_captured_total"), "{metrics}");
+    assert!(
+        metrics.contains("walhook_changes_captured_total"),
+        "{metrics}"
+    );
     assert!(metrics.contains("walhook_capture_leader"), "{metrics}");
     relay.stop().await;
 }

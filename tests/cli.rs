@@ -22,8 +22,19 @@ fn walhook() -> Command {
 }
 
 fn output(command: &mut Command) -> (bool, String) {
-    let Output { status, stdout, stderr } = command.output().expect("walhook runs");
-    (status.success(), format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr)))
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("walhook runs");
+    (
+        status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    )
 }
 
 #[test]
@@ -34,17 +45,26 @@ fn an_unknown_config_key_stops_start_up() {
     std::fs::write(&file, "[delivery]\nretries = 3\n").expect("write config");
     let (ok, text) = output(walhook().arg("--config").arg(&file).arg("status"));
     assert!(!ok);
-    assert!(text.contains("retries") && text.contains("bad.toml"), "{text}");
+    assert!(
+        text.contains("retries") && text.contains("bad.toml"),
+        "{text}"
+    );
 }
 
 #[test]
 fn bad_values_name_the_setting() {
     let (ok, text) = output(walhook().env("WALHOOK_MODE", "wal").arg("status"));
     assert!(!ok);
-    assert!(text.contains("WALHOOK_MODE") && text.contains("'wal'"), "{text}");
+    assert!(
+        text.contains("WALHOOK_MODE") && text.contains("'wal'"),
+        "{text}"
+    );
     let (ok, text) = output(walhook().args(["--retry-schedule", "0s,later", "status"]));
     assert!(!ok);
-    assert!(text.contains("retry-schedule") && text.contains("later"), "{text}");
+    assert!(
+        text.contains("retry-schedule") && text.contains("later"),
+        "{text}"
+    );
     let (ok, text) = output(walhook().env("WALHOOK_RETRY_SCHEDUEL", "0s").arg("status"));
     assert!(!ok);
     assert!(text.contains("WALHOOK_RETRY_SCHEDUEL"), "{text}");
@@ -74,14 +94,27 @@ async fn migrate_then_status() {
         .expect("seed");
     let (ok, text) = output(walhook().env("DATABASE_URL", &db.url).arg("status"));
     assert!(ok, "{text}");
-    assert!(text.contains("pending 0, in_flight 0, delivered 0, dead 1"), "{text}");
+    assert!(
+        text.contains("pending 0, in_flight 0, delivered 0, dead 1"),
+        "{text}"
+    );
     assert!(text.contains("#1 https://example.com/h"), "{text}");
-    assert!(!text.contains("c2VjcmV0"), "status never shows secrets: {text}");
+    assert!(
+        !text.contains("c2VjcmV0"),
+        "status never shows secrets: {text}"
+    );
 }
 
 fn spawn_relay(url: &str) -> Child {
     walhook()
-        .args(["run", "--mode", "trigger", "--admin-listen", "127.0.0.1:0", "--allow-private-targets"])
+        .args([
+            "run",
+            "--mode",
+            "trigger",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--allow-private-targets",
+        ])
         .env("DATABASE_URL", url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -106,7 +139,10 @@ async fn run_exits_cleanly_on_sigterm() {
     let mut relay = spawn_relay(&db.url);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let pid = relay.id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(sent.success());
     let status = wait_exit(&mut relay, Duration::from_secs(20)).expect("exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
@@ -115,7 +151,15 @@ async fn run_exits_cleanly_on_sigterm() {
 #[tokio::test]
 async fn run_refuses_an_unmigrated_database() {
     let db = TestDb::empty().await;
-    let (ok, text) = output(walhook().args(["run", "--mode", "trigger", "--admin-listen", "127.0.0.1:0", "--database-url", &db.url]));
+    let (ok, text) = output(walhook().args([
+        "run",
+        "--mode",
+        "trigger",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &db.url,
+    ]));
     assert!(!ok);
     assert!(text.contains("walhook migrate"), "{text}");
 }
@@ -140,7 +184,10 @@ async fn sigkill_during_writes_loses_nothing() {
         let writer = common::connect(&writer_url).await;
         for i in 0..300 {
             writer
-                .execute("INSERT INTO items (n) SELECT $1 * 10 + g FROM generate_series(0, 9) g", &[&i])
+                .execute(
+                    "INSERT INTO items (n) SELECT $1 * 10 + g FROM generate_series(0, 9) g",
+                    &[&i],
+                )
                 .await
                 .expect("insert");
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -154,14 +201,34 @@ async fn sigkill_during_writes_loses_nothing() {
     }
     writer.await.expect("writer");
     let mut relay = spawn_relay(&db.url);
-    let events = wait_for_count(&client, "SELECT count(*) FROM walhook.events", 3000, Duration::from_secs(60)).await;
-    let deliveries = wait_for_count(&client, "SELECT count(*) FROM walhook.deliveries", 3000, Duration::from_secs(30)).await;
-    let _ = Command::new("kill").args(["-TERM", &relay.id().to_string()]).status();
+    let events = wait_for_count(
+        &client,
+        "SELECT count(*) FROM walhook.events",
+        3000,
+        Duration::from_secs(60),
+    )
+    .await;
+    let deliveries = wait_for_count(
+        &client,
+        "SELECT count(*) FROM walhook.deliveries",
+        3000,
+        Duration::from_secs(30),
+    )
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &relay.id().to_string()])
+        .status();
     let _ = wait_exit(&mut relay, Duration::from_secs(20));
     assert_eq!(events, 3000, "every committed change is an event");
-    assert_eq!(deliveries, 3000, "exactly one delivery per change and subscription");
+    assert_eq!(
+        deliveries, 3000,
+        "exactly one delivery per change and subscription"
+    );
     let distinct: i64 = client
-        .query_one("SELECT count(DISTINCT (payload->'record'->>'n')) FROM walhook.events", &[])
+        .query_one(
+            "SELECT count(DISTINCT (payload->'record'->>'n')) FROM walhook.events",
+            &[],
+        )
         .await
         .expect("distinct")
         .get(0);

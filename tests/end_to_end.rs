@@ -26,7 +26,10 @@ async fn setup(db: &TestDb, mode: CaptureMode, url: &str) -> tokio_postgres::Cli
         .await
         .expect("table");
     client
-        .execute("SELECT walhook.subscribe($1, ARRAY['orders.*'], secret => $2)", &[&url, &SECRET])
+        .execute(
+            "SELECT walhook.subscribe($1, ARRAY['orders.*'], secret => $2)",
+            &[&url, &SECRET],
+        )
         .await
         .expect("subscribe");
     client
@@ -36,10 +39,14 @@ fn verify(received: &common::Received) {
     let wh = standardwebhooks::Webhook::new(SECRET).expect("secret");
     let mut headers = axum::http::HeaderMap::new();
     for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
-        let value = received.headers.get(name).unwrap_or_else(|| panic!("{name} header"));
+        let value = received
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} header"));
         headers.insert(name, value.clone());
     }
-    wh.verify(&received.body, &headers).expect("Standard Webhooks signature verifies");
+    wh.verify(&received.body, &headers)
+        .expect("Standard Webhooks signature verifies");
 }
 
 async fn signed_delivery(mode: CaptureMode) {
@@ -60,13 +67,21 @@ async fn signed_delivery(mode: CaptureMode) {
     assert_eq!(got.len(), 2);
     for request in &got {
         verify(request);
-        assert_eq!(request.header("content-type").as_deref(), Some("application/json"));
-        assert!(request.header("user-agent").is_some_and(|ua| ua.starts_with("walhook/")));
+        assert_eq!(
+            request.header("content-type").as_deref(),
+            Some("application/json")
+        );
+        assert!(request
+            .header("user-agent")
+            .is_some_and(|ua| ua.starts_with("walhook/")));
         assert_eq!(request.header("walhook-subscription").as_deref(), Some("1"));
         assert_eq!(request.header("walhook-attempt").as_deref(), Some("1"));
         let body = request.json();
         assert_eq!(request.header("webhook-id").as_deref(), body["id"].as_str());
-        assert_eq!(request.header("walhook-event").as_deref(), body["type"].as_str());
+        assert_eq!(
+            request.header("walhook-event").as_deref(),
+            body["type"].as_str()
+        );
     }
     let insert = got[0].json();
     let update = got[1].json();
@@ -74,7 +89,10 @@ async fn signed_delivery(mode: CaptureMode) {
     assert_eq!(insert["actor"], "user:42");
     assert_eq!(insert["record"]["total"], "19.90");
     assert_eq!(update["type"], "orders.update");
-    assert_eq!(update["changes"], serde_json::json!({"status": {"old": "pending", "new": "paid"}}));
+    assert_eq!(
+        update["changes"],
+        serde_json::json!({"status": {"old": "pending", "new": "paid"}})
+    );
     assert_eq!(update["actor"], Value::Null);
     let delivered = common::wait_for_count(
         &client,
@@ -84,7 +102,14 @@ async fn signed_delivery(mode: CaptureMode) {
     )
     .await;
     assert_eq!(delivered, 2);
-    let attempts: i64 = client.query_one("SELECT count(*) FROM walhook.attempts WHERE status = 200", &[]).await.expect("attempts").get(0);
+    let attempts: i64 = client
+        .query_one(
+            "SELECT count(*) FROM walhook.attempts WHERE status = 200",
+            &[],
+        )
+        .await
+        .expect("attempts")
+        .get(0);
     assert_eq!(attempts, 2, "every attempt is recorded");
     relay.stop().await;
 }
@@ -100,7 +125,10 @@ async fn per_row_order_holds_during_retries(mode: CaptureMode) {
     let responder: common::Responder = Arc::new(|request, _| {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
         let first_of_row_1 = body["record"]["id"] == 1 && body["record"]["status"] == "v0";
-        let attempt: u32 = request.header("walhook-attempt").and_then(|a| a.parse().ok()).unwrap_or(1);
+        let attempt: u32 = request
+            .header("walhook-attempt")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1);
         if first_of_row_1 && attempt < 3 {
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         } else {
@@ -113,13 +141,31 @@ async fn per_row_order_holds_during_retries(mode: CaptureMode) {
     let mut config = common::test_config(&db.url, mode);
     config.delivery.retry_schedule = "0s,300ms,300ms,300ms".parse().expect("schedule");
     let relay = Relay::start_with(config);
-    client.batch_execute("INSERT INTO orders VALUES (1, 'v0', 1)").await.expect("row 1");
+    client
+        .batch_execute("INSERT INTO orders VALUES (1, 'v0', 1)")
+        .await
+        .expect("row 1");
     for v in 1..5 {
-        client.execute("UPDATE orders SET status = $1 WHERE id = 1", &[&format!("v{v}")]).await.expect("update 1");
+        client
+            .execute(
+                "UPDATE orders SET status = $1 WHERE id = 1",
+                &[&format!("v{v}")],
+            )
+            .await
+            .expect("update 1");
     }
-    client.batch_execute("INSERT INTO orders VALUES (2, 'v0', 2)").await.expect("row 2");
+    client
+        .batch_execute("INSERT INTO orders VALUES (2, 'v0', 2)")
+        .await
+        .expect("row 2");
     for v in 1..5 {
-        client.execute("UPDATE orders SET status = $1 WHERE id = 2", &[&format!("v{v}")]).await.expect("update 2");
+        client
+            .execute(
+                "UPDATE orders SET status = $1 WHERE id = 2",
+                &[&format!("v{v}")],
+            )
+            .await
+            .expect("update 2");
     }
     // 5 events per row, row 1's first one answered 503 twice.
     let got = receiver.wait_for(12, Duration::from_secs(30)).await;
@@ -130,8 +176,14 @@ async fn per_row_order_holds_during_retries(mode: CaptureMode) {
     for request in &got {
         let body = request.json();
         let id = body["record"]["id"].as_i64().expect("id");
-        let status = body["record"]["status"].as_str().expect("status").to_owned();
-        let attempt: u32 = request.header("walhook-attempt").and_then(|a| a.parse().ok()).unwrap_or(0);
+        let status = body["record"]["status"]
+            .as_str()
+            .expect("status")
+            .to_owned();
+        let attempt: u32 = request
+            .header("walhook-attempt")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0);
         let failed = id == 1 && status == "v0" && attempt < 3;
         if !failed {
             successes.entry(id).or_default().push(status.clone());
@@ -144,9 +196,15 @@ async fn per_row_order_holds_during_retries(mode: CaptureMode) {
         }
     }
     let expected: Vec<String> = (0..5).map(|v| format!("v{v}")).collect();
-    assert_eq!(successes[&1], expected, "row 1 in commit order despite retries");
+    assert_eq!(
+        successes[&1], expected,
+        "row 1 in commit order despite retries"
+    );
     assert_eq!(successes[&2], expected, "row 2 in commit order");
-    assert!(row_2_done_at < row_1_first_ok_at, "row 2 is not held back by row 1's retries");
+    assert!(
+        row_2_done_at < row_1_first_ok_at,
+        "row 2 is not held back by row 1's retries"
+    );
     relay.stop().await;
 }
 
@@ -166,7 +224,10 @@ async fn sigkill_loses_no_delivery(mode: CaptureMode) {
         let writer = common::connect(&writer_url).await;
         for i in 0..200 {
             writer
-                .execute("INSERT INTO orders SELECT $1 * 10 + g, 'new', g FROM generate_series(0, 9) g", &[&i])
+                .execute(
+                    "INSERT INTO orders SELECT $1 * 10 + g, 'new', g FROM generate_series(0, 9) g",
+                    &[&i],
+                )
                 .await
                 .expect("insert");
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -174,7 +235,14 @@ async fn sigkill_loses_no_delivery(mode: CaptureMode) {
     });
     let spawn = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_walhook"))
-            .args(["run", "--mode", mode.as_str(), "--admin-listen", "127.0.0.1:0", "--allow-private-targets"])
+            .args([
+                "run",
+                "--mode",
+                mode.as_str(),
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--allow-private-targets",
+            ])
             .env("DATABASE_URL", &db.url)
             .env_remove("WALHOOK_CONFIG")
             .current_dir(std::env::temp_dir())
@@ -205,10 +273,16 @@ async fn sigkill_loses_no_delivery(mode: CaptureMode) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = std::process::Command::new("kill").args(["-TERM", &relay.id().to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &relay.id().to_string()])
+        .status();
     let _ = relay.wait();
     assert_eq!(rows.len(), 2000, "every written row was delivered");
-    assert_eq!(ids.len(), 2000, "one event id per change, stable across re-deliveries");
+    assert_eq!(
+        ids.len(),
+        2000,
+        "one event id per change, stable across re-deliveries"
+    );
     let _ = client;
 }
 

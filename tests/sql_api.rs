@@ -28,7 +28,10 @@ async fn subscribe_refuses_bad_input_with_clear_messages() {
     ];
     for (sql, expected) in cases {
         let message = error_of(&client, sql).await;
-        assert!(message.contains(expected), "{sql}\n  gave: {message}\n  expected: {expected}");
+        assert!(
+            message.contains(expected),
+            "{sql}\n  gave: {message}\n  expected: {expected}"
+        );
     }
 }
 
@@ -42,17 +45,25 @@ async fn subscribe_generates_a_standard_webhooks_secret() {
         .expect("subscribe")
         .get(0);
     let row = client
-        .query_one("SELECT secret, content_type, active, events FROM walhook.subscriptions WHERE id = $1", &[&id])
+        .query_one(
+            "SELECT secret, content_type, active, events FROM walhook.subscriptions WHERE id = $1",
+            &[&id],
+        )
         .await
         .expect("row");
     let secret: String = row.get(0);
     let key = secret.strip_prefix("whsec_").expect("whsec_ prefix");
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(key).expect("base64");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .expect("base64");
     assert_eq!(bytes.len(), 32);
     assert_eq!(row.get::<_, String>(1), "json");
     assert!(row.get::<_, bool>(2));
-    assert_eq!(row.get::<_, Vec<String>>(3), vec!["orders.*", "customers.delete"]);
+    assert_eq!(
+        row.get::<_, Vec<String>>(3),
+        vec!["orders.*", "customers.delete"]
+    );
     let form: i64 = client
         .query_one(
             "SELECT walhook.subscribe('http://example.com/h', ARRAY['*'], secret => 'my-github-secret', content_type => 'form')",
@@ -69,8 +80,14 @@ async fn watch_refuses_what_is_not_a_table() {
     let db = TestDb::new().await;
     let client = db.client().await;
     let message = error_of(&client, "SELECT walhook.watch('public.nope')").await;
-    assert!(message.contains("table \"public.nope\" does not exist"), "{message}");
-    client.batch_execute("CREATE VIEW v AS SELECT 1 AS x").await.expect("view");
+    assert!(
+        message.contains("table \"public.nope\" does not exist"),
+        "{message}"
+    );
+    client
+        .batch_execute("CREATE VIEW v AS SELECT 1 AS x")
+        .await
+        .expect("view");
     let message = error_of(&client, "SELECT walhook.watch('v')").await;
     assert!(message.contains("is not a table"), "{message}");
     let message = error_of(&client, "SELECT walhook.unwatch('public.nope')").await;
@@ -91,25 +108,52 @@ async fn watch_installs_and_unwatch_removes_capture() {
         )
         .await
         .expect("setup");
-    let message: String = client.query_one("SELECT walhook.watch('orders')", &[]).await.expect("watch").get(0);
+    let message: String = client
+        .query_one("SELECT walhook.watch('orders')", &[])
+        .await
+        .expect("watch")
+        .get(0);
     assert_eq!(message, "watching orders (trigger capture)");
-    let message: String = client.query_one("SELECT walhook.watch('logs')", &[]).await.expect("watch").get(0);
+    let message: String = client
+        .query_one("SELECT walhook.watch('logs')", &[])
+        .await
+        .expect("watch")
+        .get(0);
     assert!(message.contains("no primary key"), "{message}");
     let triggers: i64 = client
-        .query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'walhook_capture%'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'walhook_capture%'",
+            &[],
+        )
         .await
         .expect("triggers")
         .get(0);
     assert_eq!(triggers, 4);
-    client.batch_execute("SELECT walhook.unwatch('orders')").await.expect("unwatch");
-    client.batch_execute("INSERT INTO orders VALUES (1, 'x')").await.expect("insert");
-    let captured: i64 = client.query_one("SELECT count(*) FROM walhook.capture", &[]).await.expect("count").get(0);
+    client
+        .batch_execute("SELECT walhook.unwatch('orders')")
+        .await
+        .expect("unwatch");
+    client
+        .batch_execute("INSERT INTO orders VALUES (1, 'x')")
+        .await
+        .expect("insert");
+    let captured: i64 = client
+        .query_one("SELECT count(*) FROM walhook.capture", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(captured, 0, "an unwatched table is not captured");
 
     // Switching mode moves watched tables to the publication.
-    client.batch_execute("SELECT walhook.set_capture_mode('replication')").await.expect("mode");
+    client
+        .batch_execute("SELECT walhook.set_capture_mode('replication')")
+        .await
+        .expect("mode");
     let published: Vec<String> = client
-        .query("SELECT tablename::text FROM pg_publication_tables WHERE pubname = 'walhook'", &[])
+        .query(
+            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = 'walhook'",
+            &[],
+        )
         .await
         .expect("publication")
         .iter()
@@ -117,13 +161,19 @@ async fn watch_installs_and_unwatch_removes_capture() {
         .collect();
     assert_eq!(published, vec!["logs"]);
     let identity: String = client
-        .query_one("SELECT relreplident::text FROM pg_class WHERE relname = 'logs'", &[])
+        .query_one(
+            "SELECT relreplident::text FROM pg_class WHERE relname = 'logs'",
+            &[],
+        )
         .await
         .expect("identity")
         .get(0);
     assert_eq!(identity, "f", "full row images by default");
     let triggers: i64 = client
-        .query_one("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'walhook_capture%'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'walhook_capture%'",
+            &[],
+        )
         .await
         .expect("triggers")
         .get(0);
@@ -135,30 +185,63 @@ async fn pause_resume_unsubscribe_and_unknown_ids() {
     let db = TestDb::new().await;
     let client = db.client().await;
     let id: i64 = client
-        .query_one("SELECT walhook.subscribe('https://example.com/h', ARRAY['*'])", &[])
+        .query_one(
+            "SELECT walhook.subscribe('https://example.com/h', ARRAY['*'])",
+            &[],
+        )
         .await
         .expect("subscribe")
         .get(0);
-    client.execute("SELECT walhook.pause($1)", &[&id]).await.expect("pause");
-    let row = client.query_one("SELECT active, disabled_reason FROM walhook.subscriptions WHERE id = $1", &[&id]).await.expect("row");
+    client
+        .execute("SELECT walhook.pause($1)", &[&id])
+        .await
+        .expect("pause");
+    let row = client
+        .query_one(
+            "SELECT active, disabled_reason FROM walhook.subscriptions WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("row");
     assert!(!row.get::<_, bool>(0));
     assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("paused"));
-    client.execute("SELECT walhook.resume($1)", &[&id]).await.expect("resume");
-    let row = client.query_one("SELECT active, disabled_reason FROM walhook.subscriptions WHERE id = $1", &[&id]).await.expect("row");
+    client
+        .execute("SELECT walhook.resume($1)", &[&id])
+        .await
+        .expect("resume");
+    let row = client
+        .query_one(
+            "SELECT active, disabled_reason FROM walhook.subscriptions WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("row");
     assert!(row.get::<_, bool>(0));
     assert_eq!(row.get::<_, Option<String>>(1), None);
-    client.execute("SELECT walhook.unsubscribe($1)", &[&id]).await.expect("unsubscribe");
+    client
+        .execute("SELECT walhook.unsubscribe($1)", &[&id])
+        .await
+        .expect("unsubscribe");
     for function in ["pause", "resume", "unsubscribe"] {
         let message = error_of(&client, &format!("SELECT walhook.{function}({id})")).await;
-        assert!(message.contains(&format!("there is no subscription with id {id}")), "{message}");
+        assert!(
+            message.contains(&format!("there is no subscription with id {id}")),
+            "{message}"
+        );
     }
     let message = error_of(&client, "SELECT walhook.redeliver(424242)").await;
-    assert!(message.contains("there is no delivery with id 424242"), "{message}");
+    assert!(
+        message.contains("there is no delivery with id 424242"),
+        "{message}"
+    );
 }
 
 async fn seed_history(client: &Client) -> i64 {
     let sub: i64 = client
-        .query_one("SELECT walhook.subscribe('https://example.com/h', ARRAY['orders.*'])", &[])
+        .query_one(
+            "SELECT walhook.subscribe('https://example.com/h', ARRAY['orders.*'])",
+            &[],
+        )
         .await
         .expect("subscribe")
         .get(0);
@@ -190,13 +273,22 @@ async fn redeliver_queues_the_same_event_again() {
     let client = db.client().await;
     seed_history(&client).await;
     let dead: i64 = client
-        .query_one("SELECT id FROM walhook.deliveries WHERE event_id = 'evt_b'", &[])
+        .query_one(
+            "SELECT id FROM walhook.deliveries WHERE event_id = 'evt_b'",
+            &[],
+        )
         .await
         .expect("dead delivery")
         .get(0);
-    client.execute("SELECT walhook.redeliver($1)", &[&dead]).await.expect("redeliver");
+    client
+        .execute("SELECT walhook.redeliver($1)", &[&dead])
+        .await
+        .expect("redeliver");
     let row = client
-        .query_one("SELECT state, attempts, event_id FROM walhook.deliveries WHERE id = $1", &[&dead])
+        .query_one(
+            "SELECT state, attempts, event_id FROM walhook.deliveries WHERE id = $1",
+            &[&dead],
+        )
         .await
         .expect("row");
     assert_eq!(row.get::<_, String>(0), "pending");
@@ -210,7 +302,10 @@ async fn replay_requeues_and_adds_matching_events_since() {
     let client = db.client().await;
     let sub = seed_history(&client).await;
     let queued: i64 = client
-        .query_one("SELECT walhook.replay($1, since => now() - interval '1 hour')", &[&sub])
+        .query_one(
+            "SELECT walhook.replay($1, since => now() - interval '1 hour')",
+            &[&sub],
+        )
         .await
         .expect("replay")
         .get(0);
@@ -218,7 +313,10 @@ async fn replay_requeues_and_adds_matching_events_since() {
     // match orders.*, evt_a is older than the hour.
     assert_eq!(queued, 2);
     let pending: Vec<String> = client
-        .query("SELECT event_id FROM walhook.deliveries WHERE state = 'pending' ORDER BY event_id", &[])
+        .query(
+            "SELECT event_id FROM walhook.deliveries WHERE state = 'pending' ORDER BY event_id",
+            &[],
+        )
         .await
         .expect("pending")
         .iter()
@@ -226,7 +324,10 @@ async fn replay_requeues_and_adds_matching_events_since() {
         .collect();
     assert_eq!(pending, vec!["evt_b", "evt_d"]);
     let message = error_of(&client, "SELECT walhook.replay(999, since => now())").await;
-    assert!(message.contains("there is no subscription with id 999"), "{message}");
+    assert!(
+        message.contains("there is no subscription with id 999"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -242,7 +343,10 @@ async fn recent_deliveries_shows_the_history() {
         .await
         .expect("attempt");
     let rows = client
-        .query("SELECT event_id, event_type, state, last_status, url FROM walhook.recent_deliveries", &[])
+        .query(
+            "SELECT event_id, event_type, state, last_status, url FROM walhook.recent_deliveries",
+            &[],
+        )
         .await
         .expect("view");
     assert_eq!(rows.len(), 2);
@@ -258,12 +362,35 @@ async fn recent_deliveries_shows_the_history() {
 async fn sql_and_relay_pattern_matching_agree() {
     let db = TestDb::new().await;
     let client = db.client().await;
-    let patterns = ["*", "orders.*", "orders.update", "*.delete", "*.*", "audit.*.*", "audit.log.*", "public.*.insert", "public.orders.*", "audit.*.delete"];
-    let types = ["orders.insert", "orders.update", "orders.delete", "customers.delete", "audit.log.insert", "audit.log.delete", "auditx.log.insert", "audit.orders.update"];
+    let patterns = [
+        "*",
+        "orders.*",
+        "orders.update",
+        "*.delete",
+        "*.*",
+        "audit.*.*",
+        "audit.log.*",
+        "public.*.insert",
+        "public.orders.*",
+        "audit.*.delete",
+    ];
+    let types = [
+        "orders.insert",
+        "orders.update",
+        "orders.delete",
+        "customers.delete",
+        "audit.log.insert",
+        "audit.log.delete",
+        "auditx.log.insert",
+        "audit.orders.update",
+    ];
     for pattern in patterns {
         for event_type in types {
             let sql: bool = client
-                .query_one("SELECT walhook.event_type_matches($1, $2)", &[&event_type, &pattern])
+                .query_one(
+                    "SELECT walhook.event_type_matches($1, $2)",
+                    &[&event_type, &pattern],
+                )
                 .await
                 .expect("match")
                 .get(0);
@@ -271,4 +398,56 @@ async fn sql_and_relay_pattern_matching_agree() {
             assert_eq!(sql, relay, "pattern {pattern} vs {event_type}");
         }
     }
+}
+
+#[tokio::test]
+async fn rotate_secret_keeps_the_old_one_for_the_grace_period() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let id: i64 = client
+        .query_one("SELECT walhook.subscribe('https://example.com/h', ARRAY['*'], secret => 'whsec_b2xkLXNlY3JldC1vbGQ=')", &[])
+        .await
+        .expect("subscribe")
+        .get(0);
+    let fresh: String = client
+        .query_one(
+            "SELECT walhook.rotate_secret($1, keep_old => interval '24 hours')",
+            &[&id],
+        )
+        .await
+        .expect("rotate")
+        .get(0);
+    assert!(fresh.starts_with("whsec_") && fresh != "whsec_b2xkLXNlY3JldC1vbGQ=");
+    let row = client
+        .query_one(
+            "SELECT secret, previous_secret, previous_secret_expires_at > now() + interval '23 hours'
+             FROM walhook.subscriptions WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, String>(0), fresh);
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("whsec_b2xkLXNlY3JldC1vbGQ=")
+    );
+    assert!(row.get::<_, bool>(2));
+    client
+        .execute("SELECT walhook.rotate_secret($1, new_secret => 'whsec_bmV3LXNlY3JldC0y', keep_old => interval '0')", &[&id])
+        .await
+        .expect("rotate without grace");
+    let previous: Option<String> = client
+        .query_one(
+            "SELECT previous_secret FROM walhook.subscriptions WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("row")
+        .get(0);
+    assert_eq!(previous, None);
+    let message = error_of(&client, "SELECT walhook.rotate_secret(999)").await;
+    assert!(
+        message.contains("there is no subscription with id 999"),
+        "{message}"
+    );
 }

@@ -54,7 +54,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         capture_state,
         stop.clone(),
     ));
-    let gauges = tokio::spawn(report_gauges(url, config.capture.slot.clone(), stop.clone()));
+    let gauges = tokio::spawn(report_gauges(
+        url,
+        config.capture.slot.clone(),
+        stop.clone(),
+    ));
 
     let mut failure: Option<anyhow::Error> = None;
     tokio::select! {
