@@ -3,6 +3,7 @@
 //! drains and the relay returns.
 
 pub mod capture;
+pub mod maintenance;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         capture_state,
         stop.clone(),
     ));
+    let upkeep = tokio::spawn(maintenance::run(
+        url.clone(),
+        config.delivery.clone(),
+        stop.clone(),
+    ));
     let gauges = tokio::spawn(report_gauges(
         url,
         config.capture.slot.clone(),
@@ -84,6 +90,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     let _ = gauges.await;
+    let _ = upkeep.await;
     let _ = admin.task.await;
     match failure {
         Some(error) => Err(error),
