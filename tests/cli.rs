@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use common::{wait_for_count, TestDb};
+use common::{wait_for_count, RelayProcess, TestDb};
 
 fn walhook() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_walhook"));
@@ -105,32 +105,8 @@ async fn migrate_then_status() {
     );
 }
 
-fn spawn_relay(url: &str) -> Child {
-    walhook()
-        .args([
-            "run",
-            "--mode",
-            "trigger",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--allow-private-targets",
-        ])
-        .env("DATABASE_URL", url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start walhook run")
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+fn spawn_relay(url: &str) -> RelayProcess {
+    RelayProcess::spawn(url, walhook::config::CaptureMode::Trigger)
 }
 
 #[tokio::test]
@@ -138,13 +114,9 @@ async fn run_exits_cleanly_on_sigterm() {
     let db = TestDb::new().await;
     let mut relay = spawn_relay(&db.url);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let pid = relay.id().to_string();
-    let sent = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
-    let status = wait_exit(&mut relay, Duration::from_secs(20)).expect("exits after SIGTERM");
+    let status = relay
+        .sigterm(Duration::from_secs(20))
+        .expect("exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -196,8 +168,7 @@ async fn sigkill_during_writes_loses_nothing() {
     for _ in 0..4 {
         let mut relay = spawn_relay(&db.url);
         tokio::time::sleep(Duration::from_millis(400 + rand::random::<u64>() % 400)).await;
-        relay.kill().expect("SIGKILL");
-        let _ = relay.wait();
+        relay.sigkill();
     }
     writer.await.expect("writer");
     let mut relay = spawn_relay(&db.url);
@@ -215,10 +186,7 @@ async fn sigkill_during_writes_loses_nothing() {
         Duration::from_secs(30),
     )
     .await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &relay.id().to_string()])
-        .status();
-    let _ = wait_exit(&mut relay, Duration::from_secs(20));
+    relay.sigterm(Duration::from_secs(20));
     assert_eq!(events, 3000, "every committed change is an event");
     assert_eq!(
         deliveries, 3000,

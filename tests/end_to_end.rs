@@ -233,29 +233,11 @@ async fn sigkill_loses_no_delivery(mode: CaptureMode) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_walhook"))
-            .args([
-                "run",
-                "--mode",
-                mode.as_str(),
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--allow-private-targets",
-            ])
-            .env("DATABASE_URL", &db.url)
-            .env_remove("WALHOOK_CONFIG")
-            .current_dir(std::env::temp_dir())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("walhook run")
-    };
+    let spawn = || common::RelayProcess::spawn(&db.url, mode);
     for _ in 0..4 {
         let mut relay = spawn();
         tokio::time::sleep(Duration::from_millis(500 + rand::random::<u64>() % 500)).await;
-        relay.kill().expect("SIGKILL");
-        let _ = relay.wait();
+        relay.sigkill();
     }
     writer.await.expect("writer");
     let mut relay = spawn();
@@ -273,10 +255,7 @@ async fn sigkill_loses_no_delivery(mode: CaptureMode) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &relay.id().to_string()])
-        .status();
-    let _ = relay.wait();
+    relay.sigterm(Duration::from_secs(20));
     assert_eq!(rows.len(), 2000, "every written row was delivered");
     assert_eq!(
         ids.len(),
