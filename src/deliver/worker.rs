@@ -276,9 +276,15 @@ impl Engine {
         );
         let sender = self.sender.clone();
         shared.start_request(job.target.id);
+        // Slots are reserved here, in claim order, so a rate-limited
+        // subscription gets its requests in the order they were claimed.
+        let slot = job
+            .target
+            .max_per_second
+            .map(|rate| shared.reserve_slot(job.target.id, rate));
         requests.spawn(async move {
             let subscription_id = job.target.id;
-            if let Some(finished) = send(job, &sender, &shared, permit, &global, &shutdown).await {
+            if let Some(finished) = send(job, &sender, slot, permit, &global, &shutdown).await {
                 let _ = results.send(finished);
             }
             shared.end_request(subscription_id);
@@ -538,7 +544,7 @@ impl Job {
 async fn send(
     job: Job,
     sender: &Sender,
-    shared: &Shared,
+    slot: Option<Instant>,
     permit: Option<OwnedSemaphorePermit>,
     global: &Arc<Semaphore>,
     shutdown: &CancellationToken,
@@ -550,8 +556,7 @@ async fn send(
             permit = global.clone().acquire_owned() => permit.ok()?,
         },
     };
-    if let Some(per_second) = job.target.max_per_second {
-        let slot = shared.reserve_slot(job.target.id, per_second);
+    if let Some(slot) = slot {
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             _ = tokio::time::sleep_until(slot.into()) => {}
