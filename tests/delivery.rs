@@ -766,3 +766,139 @@ async fn a_batching_subscription_gets_events_as_one_signed_array() {
     }
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscription_never_has_more_requests_in_flight_than_its_cap() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (current, highest) = (now.clone(), peak.clone());
+    let receiver = Receiver::start(Arc::new(move |_, _| {
+        let running = current.fetch_add(1, Ordering::SeqCst) + 1;
+        highest.fetch_max(running, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        current.fetch_sub(1, Ordering::SeqCst);
+        answer(200)
+    }))
+    .await;
+    let subscription = subscribe(&client, &receiver.url, ", max_in_flight => 1").await;
+    for n in 0..4 {
+        add_event(
+            &client,
+            subscription,
+            &format!("evt_cap{n}"),
+            &n.to_string(),
+        )
+        .await;
+    }
+    let running = start(&db, config("0s")).await;
+
+    let query = "SELECT count(*) FROM walhook.deliveries WHERE state = 'delivered'";
+    assert_eq!(wait_for_count(&client, query, 4, WAIT).await, 4);
+    assert_eq!(peak.load(Ordering::SeqCst), 1, "one request at a time");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn redeliver_sends_a_dead_delivery_again_with_the_same_id() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::start(Arc::new(
+        |_, nth| if nth == 0 { answer(500) } else { answer(200) },
+    ))
+    .await;
+    let subscription = subscribe(&client, &receiver.url, "").await;
+    let delivery = add_event(&client, subscription, "evt_again", "1").await;
+    let running = start(&db, config("0s")).await;
+
+    wait_for_state(&client, delivery, "dead").await;
+    client
+        .execute("SELECT walhook.redeliver($1)", &[&delivery])
+        .await
+        .expect("redeliver");
+    wait_for_state(&client, delivery, "delivered").await;
+    let ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .filter_map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!(ids, ["evt_again", "evt_again"]);
+    assert_eq!(
+        attempts(&client, delivery).await.len(),
+        2,
+        "the earlier attempt stays in the history"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn delivery_continues_after_its_database_connections_are_cut() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::ok().await;
+    let subscription = subscribe(&client, &receiver.url, "").await;
+    let first = add_event(&client, subscription, "evt_before", "1").await;
+    let running = start(&db, config("0s,200ms")).await;
+    wait_for_state(&client, first, "delivered").await;
+
+    let cut: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name LIKE 'walhook deliver%'",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(cut >= 2, "the engine's connections were cut ({cut})");
+    let second = add_event(&client, subscription, "evt_after", "2").await;
+    wait_for_state(&client, second, "delivered").await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn history_past_its_retention_is_pruned() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::ok().await;
+    let subscription = subscribe(&client, &receiver.url, "").await;
+    let old = add_event(&client, subscription, "evt_old", "1").await;
+    let recent = add_event(&client, subscription, "evt_recent", "2").await;
+    let dead = add_event(&client, subscription, "evt_old_dead", "3").await;
+    client
+        .batch_execute(&format!(
+            "UPDATE walhook.deliveries SET state = 'delivered', delivered_at = now() - interval '8 days' WHERE id = {old};
+             UPDATE walhook.deliveries SET state = 'delivered', delivered_at = now() - interval '1 day' WHERE id = {recent};
+             UPDATE walhook.deliveries SET state = 'dead', created_at = now() - interval '40 days' WHERE id = {dead};
+             UPDATE walhook.events SET created_at = now() - interval '40 days' WHERE id IN ('evt_old', 'evt_old_dead');
+             INSERT INTO walhook.attempts (delivery_id, attempted_at, status) VALUES ({old}, now() - interval '8 days', 200)"
+        ))
+        .await
+        .expect("age the history");
+
+    let deleted = walhook::deliver::prune_history(&client, &Config::default().delivery)
+        .await
+        .expect("prune");
+    assert_eq!(deleted, 4, "two deliveries and their two events");
+    let left: Vec<i64> = client
+        .query("SELECT id FROM walhook.deliveries ORDER BY id", &[])
+        .await
+        .expect("deliveries")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, [recent]);
+    let attempts_left: i64 = client
+        .query_one("SELECT count(*) FROM walhook.attempts", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(attempts_left, 0);
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM walhook.events", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(events, 1);
+}

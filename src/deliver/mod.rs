@@ -49,6 +49,16 @@ pub enum DeliverError {
     HttpClient(String),
 }
 
+/// Deletes delivery history past its retention now, in small batches (the
+/// engine also does this in the background once a minute). Returns how
+/// many rows were deleted.
+pub async fn prune_history(
+    client: &tokio_postgres::Client,
+    config: &DeliveryConfig,
+) -> Result<u64, DeliverError> {
+    Ok(prune::prune_round(client, config, &CancellationToken::new()).await?)
+}
+
 /// The delivery engine of one relay process.
 pub struct Deliverer {
     engine: worker::Engine,

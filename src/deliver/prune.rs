@@ -46,7 +46,7 @@ pub(super) async fn run(url: String, config: DeliveryConfig, shutdown: Cancellat
 }
 
 /// One pass over each kind of old row; returns how many were deleted.
-pub async fn prune_round(
+pub(super) async fn prune_round(
     client: &Client,
     config: &DeliveryConfig,
     shutdown: &CancellationToken,
