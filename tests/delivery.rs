@@ -902,3 +902,45 @@ async fn history_past_its_retention_is_pruned() {
         .get(0);
     assert_eq!(events, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timeouts_and_connection_errors_are_recorded_as_the_attempts_error() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let slow = Receiver::start(Arc::new(|_, _| {
+        std::thread::sleep(Duration::from_millis(1500));
+        answer(200)
+    }))
+    .await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        drop(listener);
+        format!("http://user:hunter2@127.0.0.1:{port}/hooks")
+    };
+    let slow_subscription = subscribe(&client, &slow.url, "").await;
+    let closed_subscription = subscribe(&client, &closed, "").await;
+    let timed_out = add_event(&client, slow_subscription, "evt_slow", "1").await;
+    let refused = add_event(&client, closed_subscription, "evt_closed", "1").await;
+    let mut config = config("0s");
+    config.timeout = Duration::from_secs(1);
+    let running = start(&db, config).await;
+
+    wait_for_state(&client, timed_out, "dead").await;
+    wait_for_state(&client, refused, "dead").await;
+    let error = attempts(&client, timed_out).await[0]
+        .error
+        .clone()
+        .unwrap_or_default();
+    assert!(error.contains("timed out"), "{error}");
+    let error = attempts(&client, refused).await[0]
+        .error
+        .clone()
+        .unwrap_or_default();
+    assert!(error.to_lowercase().contains("connect"), "{error}");
+    assert!(
+        !error.contains("hunter2"),
+        "credentials in the URL stay out of errors: {error}"
+    );
+    running.stop().await;
+}
