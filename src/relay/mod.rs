@@ -55,11 +55,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         capture_state,
         stop.clone(),
     ));
-    let upkeep = tokio::spawn(maintenance::run(
-        url.clone(),
-        config.delivery.clone(),
-        stop.clone(),
-    ));
+    let upkeep = tokio::spawn(maintenance::run(url.clone(), stop.clone()));
     let gauges = tokio::spawn(report_gauges(
         url,
         config.capture.slot.clone(),

@@ -1,0 +1,451 @@
+//! Writing results: each finished request becomes attempt rows and a new
+//! state for its deliveries (delivered, pending with the next try's time,
+//! or dead), and may mark or disable its subscription. Results are written
+//! in batches, a few statements for however many finished meanwhile, so the
+//! outbox tables see one transaction per batch rather than per delivery.
+//!
+//! A result is applied only while the claim it belongs to is still this
+//! process's (same attempt count): when a lease ran out and another relay
+//! took the delivery over, the attempt is still recorded but the state is
+//! left to the newer claim.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::http::Outcome;
+use super::retry::{self, Plan};
+use super::worker::{Shared, Target, BACKOFF_MAX, BACKOFF_START};
+use crate::config::DeliveryConfig;
+
+/// At most this many requests' results go into one write.
+const MAX_RESULTS_PER_WRITE: usize = 500;
+
+/// One delivery of a finished request.
+#[derive(Debug)]
+pub(super) struct Item {
+    pub delivery_id: i64,
+    /// The attempt count this process claimed it at.
+    pub attempt: i32,
+    pub event_created_at: DateTime<Utc>,
+}
+
+/// A finished request and the deliveries it carried.
+#[derive(Debug)]
+pub(super) struct Finished {
+    pub target: Arc<Target>,
+    pub items: Vec<Item>,
+    pub outcome: Outcome,
+    pub attempted_at: DateTime<Utc>,
+}
+
+/// What becomes of a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    Delivered,
+    Retry(Duration),
+    Dead,
+}
+
+impl Verdict {
+    fn state(self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::Retry(_) => "pending",
+            Verdict::Dead => "dead",
+        }
+    }
+}
+
+/// The verdict for attempt number `attempt`; `jitter_unit` in [-1, 1]
+/// spreads the retry time.
+pub fn verdict(outcome: &Outcome, plan: &Plan, attempt: u32, jitter_unit: f64) -> Verdict {
+    if outcome.is_success() {
+        return Verdict::Delivered;
+    }
+    if outcome.abort {
+        return Verdict::Dead;
+    }
+    match plan.after_failure(attempt) {
+        Some(delay) => Verdict::Retry(retry::with_retry_after(
+            retry::jitter(delay, jitter_unit),
+            outcome.retry_after,
+        )),
+        None => Verdict::Dead,
+    }
+}
+
+/// The error stored with an attempt: the transport's, or why a response
+/// that arrived counts as a failure when the status alone does not say.
+pub fn attempt_error(outcome: &Outcome) -> Option<String> {
+    if let Some(error) = &outcome.error {
+        return Some(error.clone());
+    }
+    match outcome.status {
+        _ if outcome.abort && !outcome.is_success() => Some(
+            "the receiver asked not to retry this message (webhook-delivery: abort-message)".into(),
+        ),
+        Some(status @ 300..=399) => Some(format!(
+            "answered {status}, a redirect; redirects are not followed"
+        )),
+        Some(410) => Some("answered 410 Gone; the subscription is disabled".into()),
+        _ => None,
+    }
+}
+
+/// Writes results as they come until the channel closes (every request
+/// task has ended), then returns.
+pub(super) async fn run(
+    url: String,
+    config: DeliveryConfig,
+    shared: Arc<Shared>,
+    mut finished: mpsc::UnboundedReceiver<Finished>,
+) {
+    let mut client: Option<Client> = None;
+    let mut batch: Vec<Finished> = Vec::new();
+    let mut backoff = BACKOFF_START;
+    // Reconnection stops only when the process is killed: results are
+    // never dropped while there is any chance to write them.
+    let never = CancellationToken::new();
+    loop {
+        if batch.is_empty() {
+            match finished.recv().await {
+                Some(result) => batch.push(result),
+                None => return,
+            }
+        }
+        while batch.len() < MAX_RESULTS_PER_WRITE {
+            match finished.try_recv() {
+                Ok(result) => batch.push(result),
+                Err(_) => break,
+            }
+        }
+        let connection = match client.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => match super::worker::reconnect(&url, "deliver-record", &never).await {
+                Some(c) => c,
+                None => continue,
+            },
+        };
+        client = Some(connection);
+        let Some(connection) = client.as_mut() else {
+            continue;
+        };
+        match write(connection, &batch, &config).await {
+            Ok(()) => {
+                let done: Vec<(i64, i32)> = batch
+                    .iter()
+                    .flat_map(|f| f.items.iter().map(|i| (i.delivery_id, i.attempt)))
+                    .collect();
+                shared.release_held(&done);
+                batch.clear();
+                backoff = BACKOFF_START;
+                shared.kick.notify_one();
+            }
+            Err(error) => {
+                warn!(%error, results = batch.len(), retry_in = ?backoff, "recording delivery results failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// The columns of the attempt rows and delivery updates of one write.
+#[derive(Default)]
+struct Columns {
+    ids: Vec<i64>,
+    claimed_attempts: Vec<i32>,
+    attempted_at: Vec<DateTime<Utc>>,
+    statuses: Vec<Option<i32>>,
+    durations_ms: Vec<i32>,
+    bodies: Vec<Option<String>>,
+    errors: Vec<Option<String>>,
+    states: Vec<&'static str>,
+    delays: Vec<f64>,
+    latencies: Vec<(i64, f64)>,
+}
+
+/// What happened to each subscription in this write.
+#[derive(Default)]
+struct SubscriptionNews {
+    succeeded: HashSet<i64>,
+    failed: HashSet<i64>,
+    gone: HashSet<i64>,
+}
+
+fn columns(batch: &[Finished]) -> (Columns, SubscriptionNews) {
+    let mut c = Columns::default();
+    let mut news = SubscriptionNews::default();
+    for result in batch {
+        let outcome = &result.outcome;
+        let error = attempt_error(outcome);
+        let status = outcome.status.map(i32::from);
+        let duration_ms = i32::try_from(outcome.duration.as_millis()).unwrap_or(i32::MAX);
+        let subscription = result.target.id;
+        if outcome.is_success() {
+            news.succeeded.insert(subscription);
+        } else {
+            news.failed.insert(subscription);
+        }
+        if outcome.status == Some(410) {
+            news.gone.insert(subscription);
+        }
+        for item in &result.items {
+            let attempt = u32::try_from(item.attempt).unwrap_or(1);
+            let verdict = verdict(
+                outcome,
+                &result.target.plan,
+                attempt,
+                rand::random_range(-1.0..=1.0),
+            );
+            c.ids.push(item.delivery_id);
+            c.claimed_attempts.push(item.attempt);
+            c.attempted_at.push(result.attempted_at);
+            c.statuses.push(status);
+            c.durations_ms.push(duration_ms);
+            c.bodies.push(outcome.body.clone());
+            c.errors.push(error.clone());
+            c.states.push(verdict.state());
+            c.delays.push(match verdict {
+                Verdict::Retry(delay) => delay.as_secs_f64(),
+                _ => 0.0,
+            });
+            if verdict == Verdict::Delivered {
+                let latency = (Utc::now() - item.event_created_at)
+                    .to_std()
+                    .unwrap_or(Duration::ZERO);
+                c.latencies.push((item.delivery_id, latency.as_secs_f64()));
+            }
+        }
+    }
+    (c, news)
+}
+
+async fn write(
+    client: &mut Client,
+    batch: &[Finished],
+    config: &DeliveryConfig,
+) -> Result<(), tokio_postgres::Error> {
+    let (c, news) = columns(batch);
+    let tx = client.transaction().await?;
+    tx.execute(
+        INSERT_ATTEMPTS,
+        &[
+            &c.ids,
+            &c.attempted_at,
+            &c.statuses,
+            &c.durations_ms,
+            &c.bodies,
+            &c.errors,
+        ],
+    )
+    .await?;
+    let applied = tx
+        .query(
+            UPDATE_DELIVERIES,
+            &[
+                &c.ids,
+                &c.claimed_attempts,
+                &c.states,
+                &c.delays,
+                &c.statuses,
+                &c.errors,
+            ],
+        )
+        .await?;
+    let disabled = update_subscriptions(&tx, &news, config).await?;
+    tx.commit().await?;
+
+    let applied: HashSet<i64> = applied.iter().map(|row| row.get(0)).collect();
+    count_metrics(&c, &applied);
+    for (id, reason) in disabled {
+        warn!(subscription_id = id, reason, "subscription disabled");
+    }
+    Ok(())
+}
+
+fn count_metrics(c: &Columns, applied: &HashSet<i64>) {
+    let failed = c.states.iter().filter(|s| **s != "delivered").count();
+    metrics::counter!("walhook_deliveries_failed_total").increment(failed as u64);
+    for (i, state) in c.states.iter().enumerate() {
+        if !applied.contains(&c.ids[i]) {
+            continue;
+        }
+        match *state {
+            "delivered" => metrics::counter!("walhook_deliveries_delivered_total").increment(1),
+            "dead" => {
+                metrics::counter!("walhook_deliveries_dead_total").increment(1);
+                info!(
+                    delivery_id = c.ids[i],
+                    attempts = c.claimed_attempts[i],
+                    "delivery is dead"
+                );
+            }
+            _ => {}
+        }
+    }
+    for (id, seconds) in &c.latencies {
+        if applied.contains(id) {
+            metrics::histogram!("walhook_delivery_latency_seconds").record(*seconds);
+        }
+    }
+}
+
+/// 410 disables at once; a success clears `failing_since`; a failure sets
+/// it if unset; a subscription failing for longer than `disable_after` is
+/// disabled. Returns the subscriptions disabled here, with the reason.
+async fn update_subscriptions(
+    tx: &tokio_postgres::Transaction<'_>,
+    news: &SubscriptionNews,
+    config: &DeliveryConfig,
+) -> Result<Vec<(i64, String)>, tokio_postgres::Error> {
+    let mut disabled = Vec::new();
+    if !news.gone.is_empty() {
+        let gone: Vec<i64> = news.gone.iter().copied().collect();
+        for row in tx.query(DISABLE_GONE, &[&gone]).await? {
+            disabled.push((row.get(0), row.get(1)));
+        }
+    }
+    if !news.succeeded.is_empty() {
+        let ok: Vec<i64> = news.succeeded.iter().copied().collect();
+        tx.execute(CLEAR_FAILING, &[&ok]).await?;
+    }
+    let failing: Vec<i64> = news.failed.difference(&news.succeeded).copied().collect();
+    if !failing.is_empty() {
+        tx.execute(MARK_FAILING, &[&failing]).await?;
+        let after = config.disable_after.as_secs_f64();
+        let after_text = humantime::format_duration(config.disable_after).to_string();
+        for row in tx
+            .query(DISABLE_FAILING, &[&failing, &after, &after_text])
+            .await?
+        {
+            disabled.push((row.get(0), row.get(1)));
+        }
+    }
+    Ok(disabled)
+}
+
+const INSERT_ATTEMPTS: &str = "
+INSERT INTO walhook.attempts (delivery_id, attempted_at, status, duration_ms, response_body, error)
+SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[], $5::text[], $6::text[])";
+
+const UPDATE_DELIVERIES: &str = "
+UPDATE walhook.deliveries d
+SET state = u.state,
+    next_attempt_at = CASE WHEN u.state = 'pending' THEN now() + u.delay * interval '1 second'
+                           ELSE d.next_attempt_at END,
+    lease_until = NULL,
+    delivered_at = CASE WHEN u.state = 'delivered' THEN now() ELSE d.delivered_at END,
+    last_status = u.status,
+    last_error = u.error
+FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::int[], $6::text[])
+     AS u(id, attempt, state, delay, status, error)
+WHERE d.id = u.id AND d.state = 'in_flight' AND d.attempts = u.attempt
+RETURNING d.id";
+
+const DISABLE_GONE: &str = "
+UPDATE walhook.subscriptions
+SET active = false,
+    disabled_reason = 'the endpoint answered 410 Gone; SELECT walhook.resume(' || id || ') once it accepts deliveries again'
+WHERE id = ANY($1) AND active
+RETURNING id, disabled_reason";
+
+const CLEAR_FAILING: &str = "
+UPDATE walhook.subscriptions SET failing_since = NULL
+WHERE id = ANY($1) AND failing_since IS NOT NULL";
+
+const MARK_FAILING: &str = "
+UPDATE walhook.subscriptions SET failing_since = now()
+WHERE id = ANY($1) AND failing_since IS NULL";
+
+const DISABLE_FAILING: &str = "
+UPDATE walhook.subscriptions
+SET active = false,
+    disabled_reason = 'every delivery has failed since ' || to_char(failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')
+                      || ' UTC (longer than ' || $3::text || '); SELECT walhook.resume(' || id || ') once the endpoint works'
+WHERE id = ANY($1) AND active AND failing_since <= now() - $2::float8 * interval '1 second'
+RETURNING id, disabled_reason";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetrySchedule;
+
+    fn plan() -> Plan {
+        let schedule: RetrySchedule = "0s,10s,20s".parse().expect("schedule");
+        Plan::new(&schedule, None, None)
+    }
+
+    fn answered(status: u16) -> Outcome {
+        Outcome {
+            status: Some(status),
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn success_is_delivered() {
+        assert_eq!(verdict(&answered(204), &plan(), 1, 0.0), Verdict::Delivered);
+        assert_eq!(verdict(&answered(200), &plan(), 3, 0.0), Verdict::Delivered);
+    }
+
+    #[test]
+    fn failure_is_retried_until_the_last_attempt() {
+        assert_eq!(
+            verdict(&answered(500), &plan(), 1, 0.0),
+            Verdict::Retry(Duration::from_secs(10))
+        );
+        assert_eq!(
+            verdict(&answered(500), &plan(), 2, 1.0),
+            Verdict::Retry(Duration::from_secs(24))
+        );
+        assert_eq!(verdict(&answered(500), &plan(), 3, 0.0), Verdict::Dead);
+        let timeout = Outcome {
+            error: Some("timed out".into()),
+            ..Outcome::default()
+        };
+        assert_eq!(
+            verdict(&timeout, &plan(), 1, 0.0),
+            Verdict::Retry(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn retry_after_pushes_the_retry_later() {
+        let busy = Outcome {
+            status: Some(429),
+            retry_after: Some(Duration::from_secs(60)),
+            ..Outcome::default()
+        };
+        assert_eq!(
+            verdict(&busy, &plan(), 1, 0.0),
+            Verdict::Retry(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn abort_message_ends_the_retries() {
+        let abort = Outcome {
+            status: Some(400),
+            abort: true,
+            ..Outcome::default()
+        };
+        assert_eq!(verdict(&abort, &plan(), 1, 0.0), Verdict::Dead);
+        assert!(attempt_error(&abort).is_some_and(|e| e.contains("abort-message")));
+    }
+
+    #[test]
+    fn redirects_and_gone_explain_themselves() {
+        assert!(attempt_error(&answered(302)).is_some_and(|e| e.contains("redirect")));
+        assert!(attempt_error(&answered(410)).is_some_and(|e| e.contains("410")));
+        assert_eq!(attempt_error(&answered(500)), None);
+        assert_eq!(attempt_error(&answered(200)), None);
+    }
+}
