@@ -32,8 +32,24 @@ pub enum DbError {
     BadTlsParameter(String),
     #[error("cannot set up TLS for the database connection: {0}")]
     Tls(String),
-    #[error("cannot connect to the database: {0}")]
+    #[error("cannot connect to the database: {}", with_causes(.0))]
     Connect(tokio_postgres::Error),
+}
+
+/// The driver's message names only the kind of failure ("error performing
+/// TLS handshake"); the cause says what to fix.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// How much TLS a connection insists on (libpq's `sslmode`).
