@@ -114,7 +114,10 @@ pub struct TlsSettings {
 
 impl Default for TlsSettings {
     fn default() -> Self {
-        TlsSettings { mode: SslMode::Prefer, root_certs: RootCerts::Default }
+        TlsSettings {
+            mode: SslMode::Prefer,
+            root_certs: RootCerts::Default,
+        }
     }
 }
 
@@ -137,7 +140,10 @@ impl TlsSettings {
             .map_err(|e| DbError::Tls(e.to_string()))?;
         if !self.verifies_chain() {
             let verifier = Arc::new(NoVerification { provider });
-            return Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth());
+            return Ok(builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth());
         }
         let roots = Arc::new(self.root_store()?);
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
@@ -147,7 +153,10 @@ impl TlsSettings {
             return Ok(builder.with_webpki_verifier(webpki).with_no_client_auth());
         }
         let verifier = Arc::new(ChainOnly { inner: webpki });
-        Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
+        Ok(builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth())
     }
 
     fn root_store(&self) -> Result<RootCertStore, DbError> {
@@ -163,16 +172,21 @@ impl TlsSettings {
             store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             return Ok(store);
         };
-        let certs = CertificateDer::pem_file_iter(&path)
-            .map_err(|e| DbError::Tls(format!("cannot read sslrootcert {}: {e}", path.display())))?;
+        let certs = CertificateDer::pem_file_iter(&path).map_err(|e| {
+            DbError::Tls(format!("cannot read sslrootcert {}: {e}", path.display()))
+        })?;
         for cert in certs {
-            let cert = cert.map_err(|e| DbError::Tls(format!("sslrootcert {}: {e}", path.display())))?;
+            let cert =
+                cert.map_err(|e| DbError::Tls(format!("sslrootcert {}: {e}", path.display())))?;
             store
                 .add(cert)
                 .map_err(|e| DbError::Tls(format!("sslrootcert {}: {e}", path.display())))?;
         }
         if store.is_empty() {
-            return Err(DbError::Tls(format!("sslrootcert {} holds no PEM certificate", path.display())));
+            return Err(DbError::Tls(format!(
+                "sslrootcert {} holds no PEM certificate",
+                path.display()
+            )));
         }
         Ok(store)
     }
@@ -204,7 +218,12 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -213,11 +232,18 @@ impl ServerCertVerifier for NoVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -237,9 +263,16 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForName | rustls::CertificateError::NotValidForNameContext { .. },
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
             other => other,
         }
@@ -292,7 +325,11 @@ fn take_tls_parameters(url: &str) -> Result<(String, TlsSettings), DbError> {
                 Ok(true)
             }
             "sslrootcert" => {
-                tls.root_certs = if value == "system" { RootCerts::System } else { RootCerts::File(value.into()) };
+                tls.root_certs = if value == "system" {
+                    RootCerts::System
+                } else {
+                    RootCerts::File(value.into())
+                };
                 Ok(true)
             }
             _ => Ok(false),
@@ -317,7 +354,10 @@ fn take_tls_parameters(url: &str) -> Result<(String, TlsSettings), DbError> {
         let mut kept = Vec::new();
         for (key, value) in split_key_values(url)? {
             if !apply(&key, &value)? {
-                kept.push(format!("{key}='{}'", value.replace('\\', "\\\\").replace('\'', "\\'")));
+                kept.push(format!(
+                    "{key}='{}'",
+                    value.replace('\\', "\\\\").replace('\'', "\\'")
+                ));
             }
         }
         kept.push(format!("sslmode={}", tls.mode.for_driver()));
@@ -360,7 +400,9 @@ fn split_key_values(text: &str) -> Result<Vec<(String, String)>, DbError> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(DbError::BadTlsParameter(format!("'{key}' in the connection string has no value")));
+            return Err(DbError::BadTlsParameter(format!(
+                "'{key}' in the connection string has no value"
+            )));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -393,7 +435,7 @@ fn split_key_values(text: &str) -> Result<Vec<(String, String)>, DbError> {
 /// Opens a connection named `walhook <role>` in `pg_stat_activity`.
 pub async fn connect(url: &str, role: &str) -> Result<Client, DbError> {
     let (mut config, tls) = parse_url_tls(url)?;
-    config.application_name(&format!("walhook {role}"));
+    config.application_name(format!("walhook {role}"));
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -427,9 +469,10 @@ mod tests {
 
     #[test]
     fn url_sslmode_and_rootcert_are_taken_out() {
-        let (rest, tls) =
-            take_tls_parameters("postgres://u@db.example.com/app?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&x=1")
-                .unwrap_or_else(|e| panic!("{e}"));
+        let (rest, tls) = take_tls_parameters(
+            "postgres://u@db.example.com/app?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.pem&x=1",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rest, "postgres://u@db.example.com/app?x=1&sslmode=require");
         assert_eq!(tls.mode, SslMode::VerifyFull);
         assert_eq!(tls.root_certs, RootCerts::File("/tmp/ca.pem".into()));
@@ -438,7 +481,8 @@ mod tests {
 
     #[test]
     fn url_without_sslmode_prefers_tls() {
-        let (rest, tls) = take_tls_parameters("postgresql://u@h/db").unwrap_or_else(|e| panic!("{e}"));
+        let (rest, tls) =
+            take_tls_parameters("postgresql://u@h/db").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rest, "postgresql://u@h/db?sslmode=prefer");
         assert_eq!(tls.mode, SslMode::Prefer);
         assert!(!tls.verifies_chain());
@@ -446,40 +490,62 @@ mod tests {
 
     #[test]
     fn key_value_strings_keep_quoted_values() {
-        let (rest, tls) = take_tls_parameters("host=h  password='a b\\'c' sslmode=verify-ca sslrootcert=system")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (rest, tls) =
+            take_tls_parameters("host=h  password='a b\\'c' sslmode=verify-ca sslrootcert=system")
+                .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rest, "host='h' password='a b\\'c' sslmode=require");
         assert_eq!(tls.mode, SslMode::VerifyCa);
         assert_eq!(tls.root_certs, RootCerts::System);
-        let config = parse_url("host=h password='a b\\'c' sslmode=disable").unwrap_or_else(|e| panic!("{e}"));
+        let config = parse_url("host=h password='a b\\'c' sslmode=disable")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.get_password(), Some(&b"a b'c"[..]));
     }
 
     #[test]
     fn require_with_a_root_certificate_checks_the_chain() {
-        let tls = TlsSettings { mode: SslMode::Require, root_certs: RootCerts::File("/x".into()) };
+        let tls = TlsSettings {
+            mode: SslMode::Require,
+            root_certs: RootCerts::File("/x".into()),
+        };
         assert!(tls.verifies_chain());
-        let tls = TlsSettings { mode: SslMode::Require, root_certs: RootCerts::Default };
+        let tls = TlsSettings {
+            mode: SslMode::Require,
+            root_certs: RootCerts::Default,
+        };
         assert!(!tls.verifies_chain());
     }
 
     #[test]
     fn unknown_sslmode_is_named() {
-        let err = take_tls_parameters("postgres://h/db?sslmode=always").map(|_| ()).unwrap_err().to_string();
+        let err = take_tls_parameters("postgres://h/db?sslmode=always")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("sslmode 'always'"), "{err}");
     }
 
     #[test]
     fn missing_root_certificate_file_is_named() {
-        let tls = TlsSettings { mode: SslMode::VerifyFull, root_certs: RootCerts::File("/nonexistent/ca.pem".into()) };
+        let tls = TlsSettings {
+            mode: SslMode::VerifyFull,
+            root_certs: RootCerts::File("/nonexistent/ca.pem".into()),
+        };
         let err = tls.client_config().map(|_| ()).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 
     #[test]
     fn every_mode_builds_a_configuration() {
-        for mode in [SslMode::Prefer, SslMode::Require, SslMode::VerifyCa, SslMode::VerifyFull] {
-            let tls = TlsSettings { mode, root_certs: RootCerts::System };
+        for mode in [
+            SslMode::Prefer,
+            SslMode::Require,
+            SslMode::VerifyCa,
+            SslMode::VerifyFull,
+        ] {
+            let tls = TlsSettings {
+                mode,
+                root_certs: RootCerts::System,
+            };
             assert!(tls.client_config().is_ok(), "{mode:?}");
         }
     }

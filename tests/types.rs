@@ -24,7 +24,11 @@ struct Case {
 }
 
 const fn case(sql_type: &'static str, literal: &'static str, want: &'static str) -> Case {
-    Case { sql_type, literal, want }
+    Case {
+        sql_type,
+        literal,
+        want,
+    }
 }
 
 /// Types the cases use besides the built-in ones.
@@ -46,7 +50,11 @@ const CASES: &[Case] = &[
     case("float8", "'NaN'", r#""NaN""#),
     case("float8", "'Infinity'", r#""Infinity""#),
     case("float4", "'-Infinity'", r#""-Infinity""#),
-    case("numeric", "123456789012345678901234567890.000000001", r#""123456789012345678901234567890.000000001""#),
+    case(
+        "numeric",
+        "123456789012345678901234567890.000000001",
+        r#""123456789012345678901234567890.000000001""#,
+    ),
     case("numeric(10,2)", "19.9", r#""19.90""#),
     case("numeric", "'NaN'", r#""NaN""#),
     case("bool", "true", "true"),
@@ -55,43 +63,115 @@ const CASES: &[Case] = &[
     case("varchar(10)", "'short'", r#""short""#),
     case("char(4)", "'ab'", r#""ab  ""#),
     case("name", "'a_name'", r#""a_name""#),
-    case("json", r#"'{"b": 1, "a": [1, 2.50]}'"#, r#"{"b":1,"a":[1,2.50]}"#),
-    case("jsonb", r#"'{"b": 1, "a": [1, 2.50, 12345678901234567890]}'"#, r#"{"a":[1,2.50,12345678901234567890],"b":1}"#),
-    case("timestamptz", "'2026-11-28 13:00:00.123456+01'", r#""2026-11-28T12:00:00.123456Z""#),
-    case("timestamptz", "'2026-11-28 12:00:00+00'", r#""2026-11-28T12:00:00Z""#),
+    case(
+        "json",
+        r#"'{"b": 1, "a": [1, 2.50]}'"#,
+        r#"{"b":1,"a":[1,2.50]}"#,
+    ),
+    case(
+        "jsonb",
+        r#"'{"b": 1, "a": [1, 2.50, 12345678901234567890]}'"#,
+        r#"{"a":[1,2.50,12345678901234567890],"b":1}"#,
+    ),
+    case(
+        "timestamptz",
+        "'2026-11-28 13:00:00.123456+01'",
+        r#""2026-11-28T12:00:00.123456Z""#,
+    ),
+    case(
+        "timestamptz",
+        "'2026-11-28 12:00:00+00'",
+        r#""2026-11-28T12:00:00Z""#,
+    ),
     case("timestamptz", "'infinity'", r#""infinity""#),
-    case("timestamp", "'2026-11-28 12:00:00.123456'", r#""2026-11-28T12:00:00.123456""#),
+    case(
+        "timestamp",
+        "'2026-11-28 12:00:00.123456'",
+        r#""2026-11-28T12:00:00.123456""#,
+    ),
     case("timestamp", "'-infinity'", r#""-infinity""#),
     case("date", "'2026-11-28'", r#""2026-11-28""#),
     case("time", "'12:00:00.123456'", r#""12:00:00.123456""#),
     case("timetz", "'12:00:00+05:30'", r#""12:00:00+05:30""#),
-    case("interval", "'1 year 2 months 3 days 04:05:06.5'", r#""P1Y2M3DT4H5M6.5S""#),
-    case("uuid", "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'", r#""a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11""#),
+    case(
+        "interval",
+        "'1 year 2 months 3 days 04:05:06.5'",
+        r#""P1Y2M3DT4H5M6.5S""#,
+    ),
+    case(
+        "uuid",
+        "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'",
+        r#""a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11""#,
+    ),
     case("bytea", r"'\xdeadbeef'", r#""3q2+7w==""#),
     case("bytea", "''", r#""""#),
     case("int4[]", "'{1,2,3}'", "[1,2,3]"),
     case("int4[]", "'{}'", "[]"),
     case("int4[]", "'[0:1]={1,2}'", "[1,2]"),
     case("int4[][]", "'{{1,NULL},{3,4}}'", "[[1,null],[3,4]]"),
-    case("text[]", r#"'{"a b","with \"quote\"",NULL,"NULL",""}'"#, r#"["a b","with \"quote\"",null,"NULL",""]"#),
-    case("text[][]", r#"'{{"{x}",NULL},{"a,b",c}}'"#, r#"[["{x}",null],["a,b","c"]]"#),
+    case(
+        "text[]",
+        r#"'{"a b","with \"quote\"",NULL,"NULL",""}'"#,
+        r#"["a b","with \"quote\"",null,"NULL",""]"#,
+    ),
+    case(
+        "text[][]",
+        r#"'{{"{x}",NULL},{"a,b",c}}'"#,
+        r#"[["{x}",null],["a,b","c"]]"#,
+    ),
     case("numeric[]", "'{1.10,NaN}'", r#"["1.10","NaN"]"#),
     case("float8[]", "'{1.5,Infinity}'", r#"[1.5,"Infinity"]"#),
     case("bool[]", "'{t,f,NULL}'", "[true,false,null]"),
     case("int8[]", "'{9007199254740993}'", "[9007199254740993]"),
-    case("jsonb[]", r#"ARRAY['{"a": 1}'::jsonb, '[1]']"#, r#"[{"a":1},[1]]"#),
-    case("timestamptz[]", "'{\"2026-11-28 12:00:00+00\"}'", r#"["2026-11-28T12:00:00Z"]"#),
-    case("bytea[]", r"ARRAY['\x01ff'::bytea, NULL]", r#"["Af8=",null]"#),
-    case("uuid[]", "'{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}'", r#"["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]"#),
-    case("box[]", "'{(1,1),(0,0);(2,2),(1,1)}'", r#"["(1,1),(0,0)","(2,2),(1,1)"]"#),
+    case(
+        "jsonb[]",
+        r#"ARRAY['{"a": 1}'::jsonb, '[1]']"#,
+        r#"[{"a":1},[1]]"#,
+    ),
+    case(
+        "timestamptz[]",
+        "'{\"2026-11-28 12:00:00+00\"}'",
+        r#"["2026-11-28T12:00:00Z"]"#,
+    ),
+    case(
+        "bytea[]",
+        r"ARRAY['\x01ff'::bytea, NULL]",
+        r#"["Af8=",null]"#,
+    ),
+    case(
+        "uuid[]",
+        "'{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}'",
+        r#"["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"]"#,
+    ),
+    case(
+        "box[]",
+        "'{(1,1),(0,0);(2,2),(1,1)}'",
+        r#"["(1,1),(0,0)","(2,2),(1,1)"]"#,
+    ),
     case("mood", "'happy'", r#""happy""#),
     case("mood[]", "'{sad,happy}'", r#"["sad","happy"]"#),
     case("positive", "9007199254740993", "9007199254740993"),
-    case("pair", r#"ROW(1, 'a b', NULL)"#, r#"{"n":1,"label":"a b","tags":null}"#),
-    case("pair", r#"ROW(2, 'say "hi", \ ok', ARRAY['x', 'y z'])"#, r#"{"n":2,"label":"say \"hi\", \\ ok","tags":["x","y z"]}"#),
-    case("pair[]", r#"ARRAY[ROW(3, '', '{}')::pair, NULL]"#, r#"[{"n":3,"label":"","tags":[]},null]"#),
+    case(
+        "pair",
+        r#"ROW(1, 'a b', NULL)"#,
+        r#"{"n":1,"label":"a b","tags":null}"#,
+    ),
+    case(
+        "pair",
+        r#"ROW(2, 'say "hi", \ ok', ARRAY['x', 'y z'])"#,
+        r#"{"n":2,"label":"say \"hi\", \\ ok","tags":["x","y z"]}"#,
+    ),
+    case(
+        "pair[]",
+        r#"ARRAY[ROW(3, '', '{}')::pair, NULL]"#,
+        r#"[{"n":3,"label":"","tags":[]},null]"#,
+    ),
     case("int4range", "'[1,10)'", r#""[1,10)""#),
-    case("tstzrange", "'[2026-11-28 12:00:00+00,)'", r#""[\"2026-11-28 12:00:00+00\",)""#),
+    case(
+        "tstzrange",
+        "'[2026-11-28 12:00:00+00,)'",
+        r#""[\"2026-11-28 12:00:00+00\",)""#,
+    ),
     case("inet", "'192.168.0.1/24'", r#""192.168.0.1/24""#),
     case("macaddr", "'08:00:2b:01:02:03'", r#""08:00:2b:01:02:03""#),
     case("point", "'(1,2)'", r#""(1,2)""#),
@@ -107,13 +187,23 @@ enum Mode {
 }
 
 fn table_sql() -> String {
-    let columns: Vec<String> = CASES.iter().enumerate().map(|(i, c)| format!("c{i} {}", c.sql_type)).collect();
-    format!("CREATE TABLE typed (id int PRIMARY KEY, {})", columns.join(", "))
+    let columns: Vec<String> = CASES
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("c{i} {}", c.sql_type))
+        .collect();
+    format!(
+        "CREATE TABLE typed (id int PRIMARY KEY, {})",
+        columns.join(", ")
+    )
 }
 
 fn insert_sql() -> String {
-    let values: Vec<String> =
-        CASES.iter().enumerate().map(|(i, c)| format!("({})::{}", c.literal, CASES[i].sql_type)).collect();
+    let values: Vec<String> = CASES
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("({})::{}", c.literal, CASES[i].sql_type))
+        .collect();
     format!("INSERT INTO typed VALUES (1, {})", values.join(", "))
 }
 
@@ -121,13 +211,27 @@ fn insert_sql() -> String {
 async fn capture(mode: Mode, db: &TestDb, client: &Client) -> Row {
     match mode {
         Mode::Replication => {
-            client.batch_execute("SELECT walhook.set_capture_mode('replication')").await.expect("mode");
-            client.query("SELECT walhook.watch('public.typed')", &[]).await.expect("watch");
+            client
+                .batch_execute("SELECT walhook.set_capture_mode('replication')")
+                .await
+                .expect("mode");
+            client
+                .query("SELECT walhook.watch('public.typed')", &[])
+                .await
+                .expect("watch");
             let mut config = Config::default().capture;
             config.slot = format!("s_{}", db.name);
-            let options = ReplicationOptions { heartbeat_interval: Duration::from_secs(1), ..Default::default() };
-            let mut source = ReplicationSource::connect_with(&db.url, &config, options).await.expect("connect");
-            client.batch_execute(&insert_sql()).await.expect("insert every type");
+            let options = ReplicationOptions {
+                heartbeat_interval: Duration::from_secs(1),
+                ..Default::default()
+            };
+            let mut source = ReplicationSource::connect_with(&db.url, &config, options)
+                .await
+                .expect("connect");
+            client
+                .batch_execute(&insert_sql())
+                .await
+                .expect("insert every type");
             let shutdown = CancellationToken::new();
             let batch = tokio::time::timeout(Duration::from_secs(20), source.next_batch(&shutdown))
                 .await
@@ -156,14 +260,30 @@ async fn check_mode(mode: Mode) {
     let row = capture(mode, &db, &client).await;
     let mut failures = Vec::new();
     for (i, case) in CASES.iter().enumerate() {
-        let got = row.get(&format!("c{i}")).cloned().unwrap_or(Value::String("<missing>".into()));
-        let want: Value = serde_json::from_str(case.want).unwrap_or_else(|e| panic!("case {i} want: {e}"));
-        let (got, want) = (serde_json::to_string(&got).unwrap_or_default(), serde_json::to_string(&want).unwrap_or_default());
+        let got = row
+            .get(&format!("c{i}"))
+            .cloned()
+            .unwrap_or(Value::String("<missing>".into()));
+        let want: Value =
+            serde_json::from_str(case.want).unwrap_or_else(|e| panic!("case {i} want: {e}"));
+        let (got, want) = (
+            serde_json::to_string(&got).unwrap_or_default(),
+            serde_json::to_string(&want).unwrap_or_default(),
+        );
         if got != want {
-            failures.push(format!("{:?} {} {}: got {got}, want {want}", mode, case.sql_type, case.literal));
+            failures.push(format!(
+                "{:?} {} {}: got {got}, want {want}",
+                mode, case.sql_type, case.literal
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]

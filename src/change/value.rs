@@ -66,13 +66,16 @@ fn base_to_json(type_name: &str, text: &str) -> Value {
             "f" | "false" => Value::Bool(false),
             _ => Value::String(text.to_owned()),
         },
-        "json" | "jsonb" => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+        "json" | "jsonb" => {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+        }
         "timestamptz" => Value::String(timestamptz(text)),
         "timestamp" => Value::String(timestamp(text)),
         "date" => Value::String(bc_to_astronomical(text)),
-        "bytea" => bytea(text).map_or_else(|| Value::String(text.to_owned()), |bytes| {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-        }),
+        "bytea" => bytea(text).map_or_else(
+            || Value::String(text.to_owned()),
+            |bytes| Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
         // numeric (exact, NaN and infinities included), money, text types,
         // uuid, interval, time, timetz, inet, bit strings, geometry: as is.
         _ => Value::String(text.to_owned()),
@@ -89,7 +92,9 @@ fn integer(text: &str) -> Value {
 
 /// An exact JSON number (serde_json keeps the digits as written).
 fn number(text: &str) -> Value {
-    text.parse::<Number>().map(Value::Number).unwrap_or_else(|_| Value::String(text.to_owned()))
+    text.parse::<Number>()
+        .map(Value::Number)
+        .unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
 /// `2026-11-28 12:00:00.123456+00` → `2026-11-28T12:00:00.123456Z`.
@@ -106,7 +111,11 @@ fn timestamptz(text: &str) -> String {
     let (local, offset) = body.split_at(offset_at);
     let local = local.replacen(' ', "T", 1);
     let local = if bc { astronomical_year(&local) } else { local };
-    if offset.trim_start_matches(['+', '-']).split(':').all(|part| part.bytes().all(|b| b == b'0')) {
+    if offset
+        .trim_start_matches(['+', '-'])
+        .split(':')
+        .all(|part| part.bytes().all(|b| b == b'0'))
+    {
         return format!("{local}Z");
     }
     let Some(seconds) = offset_seconds(offset) else {
@@ -227,7 +236,11 @@ fn array_to_json(types: &Types, element: u32, items: Vec<ArrayItem>, depth: usiz
 /// numbers them from.
 fn parse_array(text: &str, delimiter: char) -> Option<Vec<ArrayItem>> {
     let text = text.trim();
-    let body = if text.starts_with('[') { text.split_once('=')?.1.trim_start() } else { text };
+    let body = if text.starts_with('[') {
+        text.split_once('=')?.1.trim_start()
+    } else {
+        text
+    };
     let mut chars = body.chars().peekable();
     let items = parse_array_level(&mut chars, delimiter)?;
     if chars.any(|c| !c.is_whitespace()) {
@@ -236,7 +249,10 @@ fn parse_array(text: &str, delimiter: char) -> Option<Vec<ArrayItem>> {
     Some(items)
 }
 
-fn parse_array_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, delimiter: char) -> Option<Vec<ArrayItem>> {
+fn parse_array_level(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    delimiter: char,
+) -> Option<Vec<ArrayItem>> {
     if chars.next()? != '{' {
         return None;
     }
@@ -378,7 +394,13 @@ mod tests {
 
     fn types() -> Types {
         let mut types = Types::default();
-        let mut base = |oid, name: &str| types.insert(TypeInfo { oid, name: name.into(), kind: TypeKind::Base });
+        let mut base = |oid, name: &str| {
+            types.insert(TypeInfo {
+                oid,
+                name: name.into(),
+                kind: TypeKind::Base,
+            })
+        };
         for (oid, name) in [
             (INT2, "int2"),
             (INT4, "int4"),
@@ -403,12 +425,53 @@ mod tests {
         ] {
             base(oid, name);
         }
-        let mut add = |oid, name: &str, kind| types.insert(TypeInfo { oid, name: name.into(), kind });
-        add(INT4_ARRAY, "_int4", TypeKind::Array { element: INT4, delimiter: ',' });
-        add(TEXT_ARRAY, "_text", TypeKind::Array { element: TEXT, delimiter: ',' });
-        add(BOX_ARRAY, "_box", TypeKind::Array { element: BOX, delimiter: ';' });
-        add(BYTEA_ARRAY, "_bytea", TypeKind::Array { element: BYTEA, delimiter: ',' });
-        add(JSONB_ARRAY, "_jsonb", TypeKind::Array { element: JSONB, delimiter: ',' });
+        let mut add = |oid, name: &str, kind| {
+            types.insert(TypeInfo {
+                oid,
+                name: name.into(),
+                kind,
+            })
+        };
+        add(
+            INT4_ARRAY,
+            "_int4",
+            TypeKind::Array {
+                element: INT4,
+                delimiter: ',',
+            },
+        );
+        add(
+            TEXT_ARRAY,
+            "_text",
+            TypeKind::Array {
+                element: TEXT,
+                delimiter: ',',
+            },
+        );
+        add(
+            BOX_ARRAY,
+            "_box",
+            TypeKind::Array {
+                element: BOX,
+                delimiter: ';',
+            },
+        );
+        add(
+            BYTEA_ARRAY,
+            "_bytea",
+            TypeKind::Array {
+                element: BYTEA,
+                delimiter: ',',
+            },
+        );
+        add(
+            JSONB_ARRAY,
+            "_jsonb",
+            TypeKind::Array {
+                element: JSONB,
+                delimiter: ',',
+            },
+        );
         add(MOOD, "mood", TypeKind::Enum);
         add(POSITIVE, "positive", TypeKind::Domain { base: INT8 });
         add(
@@ -416,13 +479,29 @@ mod tests {
             "pair",
             TypeKind::Composite {
                 fields: vec![
-                    Column { name: "n".into(), type_oid: INT4 },
-                    Column { name: "label".into(), type_oid: TEXT },
-                    Column { name: "tags".into(), type_oid: TEXT_ARRAY },
+                    Column {
+                        name: "n".into(),
+                        type_oid: INT4,
+                    },
+                    Column {
+                        name: "label".into(),
+                        type_oid: TEXT,
+                    },
+                    Column {
+                        name: "tags".into(),
+                        type_oid: TEXT_ARRAY,
+                    },
                 ],
             },
         );
-        add(PAIR_ARRAY, "_pair", TypeKind::Array { element: PAIR, delimiter: ',' });
+        add(
+            PAIR_ARRAY,
+            "_pair",
+            TypeKind::Array {
+                element: PAIR,
+                delimiter: ',',
+            },
+        );
         add(INT4RANGE, "int4range", TypeKind::Range { subtype: INT4 });
         types
     }
@@ -433,7 +512,11 @@ mod tests {
 
     /// Compares the serialized JSON, so number representation counts too.
     fn check(oid: u32, text: &str, want: &str) {
-        assert_eq!(serde_json::to_string(&map(oid, text)).unwrap_or_default(), want, "{text}");
+        assert_eq!(
+            serde_json::to_string(&map(oid, text)).unwrap_or_default(),
+            want,
+            "{text}"
+        );
     }
 
     #[test]
@@ -453,7 +536,11 @@ mod tests {
         check(FLOAT8, "1.5", "1.5");
         check(FLOAT8, "0.30000000000000004", "0.30000000000000004");
         check(FLOAT8, "1e+100", "1e+100");
-        check(FLOAT8, "-1.2345678901234567e-300", "-1.2345678901234567e-300");
+        check(
+            FLOAT8,
+            "-1.2345678901234567e-300",
+            "-1.2345678901234567e-300",
+        );
         check(FLOAT4, "3.4028235e+38", "3.4028235e+38");
         check(FLOAT8, "-0", "-0");
         check(FLOAT8, "NaN", "\"NaN\"");
@@ -464,7 +551,11 @@ mod tests {
     #[test]
     fn numeric_is_an_exact_string() {
         check(NUMERIC, "19.90", "\"19.90\"");
-        check(NUMERIC, "123456789012345678901234567890.000000001", "\"123456789012345678901234567890.000000001\"");
+        check(
+            NUMERIC,
+            "123456789012345678901234567890.000000001",
+            "\"123456789012345678901234567890.000000001\"",
+        );
         check(NUMERIC, "NaN", "\"NaN\"");
         check(NUMERIC, "Infinity", "\"Infinity\"");
         check(NUMERIC, "-Infinity", "\"-Infinity\"");
@@ -474,13 +565,21 @@ mod tests {
     fn booleans_and_text() {
         check(BOOL, "t", "true");
         check(BOOL, "f", "false");
-        check(TEXT, "a \"quoted\" ünïcode\nline", "\"a \\\"quoted\\\" ünïcode\\nline\"");
+        check(
+            TEXT,
+            "a \"quoted\" ünïcode\nline",
+            "\"a \\\"quoted\\\" ünïcode\\nline\"",
+        );
         check(TEXT, "", "\"\"");
     }
 
     #[test]
     fn json_is_embedded_exactly() {
-        check(JSONB, r#"{"a": [1, 2.50, null], "b": {"c": 12345678901234567890}}"#, r#"{"a":[1,2.50,null],"b":{"c":12345678901234567890}}"#);
+        check(
+            JSONB,
+            r#"{"a": [1, 2.50, null], "b": {"c": 12345678901234567890}}"#,
+            r#"{"a":[1,2.50,null],"b":{"c":12345678901234567890}}"#,
+        );
         check(JSON, r#"{"z": 1, "a": 2}"#, r#"{"z":1,"a":2}"#);
         check(JSON, "\"just a string\"", "\"just a string\"");
         check(JSONB, "not json", "\"not json\"");
@@ -488,17 +587,49 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339() {
-        check(TIMESTAMPTZ, "2026-11-28 12:00:00.123456+00", "\"2026-11-28T12:00:00.123456Z\"");
-        check(TIMESTAMPTZ, "2026-11-28 12:00:00+00", "\"2026-11-28T12:00:00Z\"");
-        check(TIMESTAMPTZ, "2026-11-28 12:00:00.5+00", "\"2026-11-28T12:00:00.5Z\"");
-        check(TIMESTAMPTZ, "2026-11-28 17:30:00.25+05:30", "\"2026-11-28T12:00:00.25Z\"");
-        check(TIMESTAMPTZ, "2026-11-28 04:00:00-08", "\"2026-11-28T12:00:00Z\"");
+        check(
+            TIMESTAMPTZ,
+            "2026-11-28 12:00:00.123456+00",
+            "\"2026-11-28T12:00:00.123456Z\"",
+        );
+        check(
+            TIMESTAMPTZ,
+            "2026-11-28 12:00:00+00",
+            "\"2026-11-28T12:00:00Z\"",
+        );
+        check(
+            TIMESTAMPTZ,
+            "2026-11-28 12:00:00.5+00",
+            "\"2026-11-28T12:00:00.5Z\"",
+        );
+        check(
+            TIMESTAMPTZ,
+            "2026-11-28 17:30:00.25+05:30",
+            "\"2026-11-28T12:00:00.25Z\"",
+        );
+        check(
+            TIMESTAMPTZ,
+            "2026-11-28 04:00:00-08",
+            "\"2026-11-28T12:00:00Z\"",
+        );
         check(TIMESTAMPTZ, "infinity", "\"infinity\"");
         check(TIMESTAMPTZ, "-infinity", "\"-infinity\"");
-        check(TIMESTAMPTZ, "0044-03-15 12:00:00+00 BC", "\"-0043-03-15T12:00:00Z\"");
-        check(TIMESTAMP, "2026-11-28 12:00:00.123456", "\"2026-11-28T12:00:00.123456\"");
+        check(
+            TIMESTAMPTZ,
+            "0044-03-15 12:00:00+00 BC",
+            "\"-0043-03-15T12:00:00Z\"",
+        );
+        check(
+            TIMESTAMP,
+            "2026-11-28 12:00:00.123456",
+            "\"2026-11-28T12:00:00.123456\"",
+        );
         check(TIMESTAMP, "infinity", "\"infinity\"");
-        check(TIMESTAMP, "0001-01-01 00:00:00 BC", "\"0000-01-01T00:00:00\"");
+        check(
+            TIMESTAMP,
+            "0001-01-01 00:00:00 BC",
+            "\"0000-01-01T00:00:00\"",
+        );
         check(DATE, "2026-11-28", "\"2026-11-28\"");
         check(DATE, "-infinity", "\"-infinity\"");
         check(DATE, "0044-03-15 BC", "\"-0043-03-15\"");
@@ -509,7 +640,11 @@ mod tests {
 
     #[test]
     fn uuid_enum_range_are_strings() {
-        check(UUID, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\"");
+        check(
+            UUID,
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\"",
+        );
         check(MOOD, "happy", "\"happy\"");
         check(INT4RANGE, "[1,10)", "\"[1,10)\"");
         check(99999, "unknown type", "\"unknown type\"");
@@ -535,30 +670,57 @@ mod tests {
         check(INT4_ARRAY, "{{1,NULL},{3,4}}", "[[1,null],[3,4]]");
         check(INT4_ARRAY, "[0:1]={1,2}", "[1,2]");
         check(INT4_ARRAY, "[1:2][0:0]={{1},{2}}", "[[1],[2]]");
-        check(TEXT_ARRAY, r#"{"a b","with \"quote\"","back\\slash",NULL,"NULL",""}"#, r#"["a b","with \"quote\"","back\\slash",null,"NULL",""]"#);
+        check(
+            TEXT_ARRAY,
+            r#"{"a b","with \"quote\"","back\\slash",NULL,"NULL",""}"#,
+            r#"["a b","with \"quote\"","back\\slash",null,"NULL",""]"#,
+        );
         check(TEXT_ARRAY, "{a,b}", r#"["a","b"]"#);
         check(TEXT_ARRAY, r#"{"{braces}","a,b"}"#, r#"["{braces}","a,b"]"#);
-        check(BOX_ARRAY, "{(1,1),(0,0);(2,2),(1,1)}", r#"["(1,1),(0,0)","(2,2),(1,1)"]"#);
+        check(
+            BOX_ARRAY,
+            "{(1,1),(0,0);(2,2),(1,1)}",
+            r#"["(1,1),(0,0)","(2,2),(1,1)"]"#,
+        );
         check(BYTEA_ARRAY, r#"{"\\x01ff",NULL}"#, r#"["Af8=",null]"#);
-        check(JSONB_ARRAY, r#"{"{\"a\": 1}","[1, 2]"}"#, r#"[{"a":1},[1,2]]"#);
+        check(
+            JSONB_ARRAY,
+            r#"{"{\"a\": 1}","[1, 2]"}"#,
+            r#"[{"a":1},[1,2]]"#,
+        );
         check(INT4_ARRAY, "{1,2", "\"{1,2\"");
         check(INT4_ARRAY, "{1,2}x", "\"{1,2}x\"");
     }
 
     #[test]
     fn composites_become_objects() {
-        check(PAIR, r#"(1,"a b",)"#, r#"{"n":1,"label":"a b","tags":null}"#);
+        check(
+            PAIR,
+            r#"(1,"a b",)"#,
+            r#"{"n":1,"label":"a b","tags":null}"#,
+        );
         check(PAIR, r#"(2,"",{x})"#, r#"{"n":2,"label":"","tags":["x"]}"#);
-        check(PAIR, r#"(3,"say ""hi"" \\ ok","{""a b"",c}")"#, r#"{"n":3,"label":"say \"hi\" \\ ok","tags":["a b","c"]}"#);
+        check(
+            PAIR,
+            r#"(3,"say ""hi"" \\ ok","{""a b"",c}")"#,
+            r#"{"n":3,"label":"say \"hi\" \\ ok","tags":["a b","c"]}"#,
+        );
         check(PAIR, "(,,)", r#"{"n":null,"label":null,"tags":null}"#);
         check(PAIR, "(1,2)", "\"(1,2)\"");
-        check(PAIR_ARRAY, r#"{"(1,x,)",NULL}"#, r#"[{"n":1,"label":"x","tags":null},null]"#);
+        check(
+            PAIR_ARRAY,
+            r#"{"(1,x,)",NULL}"#,
+            r#"[{"n":1,"label":"x","tags":null},null]"#,
+        );
     }
 
     #[test]
     fn record_parser_details() {
         assert_eq!(parse_record("()"), Some(vec![None]));
-        assert_eq!(parse_record("(a\\,b,c)"), Some(vec![Some("a,b".into()), Some("c".into())]));
+        assert_eq!(
+            parse_record("(a\\,b,c)"),
+            Some(vec![Some("a,b".into()), Some("c".into())])
+        );
         assert_eq!(parse_record("(\"unterminated)"), None);
         assert_eq!(parse_record("no parens"), None);
     }

@@ -74,7 +74,8 @@ impl ServerError {
     /// Whether the slot can never be used again (Postgres invalidated it).
     pub fn is_slot_invalidated(&self) -> bool {
         let text = format!("{} {}", self.message, self.detail.as_deref().unwrap_or(""));
-        self.code == "55000" && (text.contains("invalidated") || text.contains("can no longer get changes"))
+        self.code == "55000"
+            && (text.contains("invalidated") || text.contains("can no longer get changes"))
     }
 
     /// Another connection is streaming from the slot.
@@ -142,15 +143,24 @@ pub struct ReplicationConnection {
 impl ReplicationConnection {
     /// Connects and authenticates with `replication=database` and the
     /// pinned output settings.
-    pub async fn connect(url: &str, application_name: &str) -> Result<ReplicationConnection, ConnError> {
+    pub async fn connect(
+        url: &str,
+        application_name: &str,
+    ) -> Result<ReplicationConnection, ConnError> {
         let (config, tls) = db::parse_url_tls(url).map_err(|e| ConnError::Source(e.into()))?;
-        let timeout = config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10));
+        let timeout = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10));
         let user = config
             .get_user()
             .map(str::to_owned)
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "postgres".into());
-        let database = config.get_dbname().map(str::to_owned).unwrap_or_else(|| user.clone());
+        let database = config
+            .get_dbname()
+            .map(str::to_owned)
+            .unwrap_or_else(|| user.clone());
         let password = config.get_password().map(<[u8]>::to_vec);
 
         let mut last_error = protocol("the database URL names no host");
@@ -160,7 +170,12 @@ impl ReplicationConnection {
             config.get_hosts().to_vec()
         };
         for (i, host) in hosts.iter().enumerate() {
-            let port = config.get_ports().get(i).or(config.get_ports().first()).copied().unwrap_or(5432);
+            let port = config
+                .get_ports()
+                .get(i)
+                .or(config.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
             let attempt = tokio::time::timeout(timeout, open(host, port, &tls)).await;
             let stream = match attempt {
                 Ok(Ok(stream)) => stream,
@@ -169,12 +184,19 @@ impl ReplicationConnection {
                     continue;
                 }
                 Err(_) => {
-                    last_error = protocol(format!("connecting to {host:?} port {port} timed out after {timeout:?}"));
+                    last_error = protocol(format!(
+                        "connecting to {host:?} port {port} timed out after {timeout:?}"
+                    ));
                     continue;
                 }
             };
-            let mut conn = ReplicationConnection { stream, read: BytesMut::with_capacity(8192), write: BytesMut::new() };
-            conn.startup(&user, &database, password.as_deref(), application_name).await?;
+            let mut conn = ReplicationConnection {
+                stream,
+                read: BytesMut::with_capacity(8192),
+                write: BytesMut::new(),
+            };
+            conn.startup(&user, &database, password.as_deref(), application_name)
+                .await?;
             debug!(?host, port, user, database, "replication connection open");
             return Ok(conn);
         }
@@ -202,7 +224,9 @@ impl ReplicationConnection {
         loop {
             let message = match self.read_frame().await? {
                 Frame::Message(message) => message,
-                Frame::CopyBothResponse => return Err(protocol("unexpected CopyBothResponse during startup")),
+                Frame::CopyBothResponse => {
+                    return Err(protocol("unexpected CopyBothResponse during startup"))
+                }
             };
             match message {
                 backend::Message::AuthenticationOk => {}
@@ -222,25 +246,38 @@ impl ReplicationConnection {
                 backend::Message::AuthenticationSasl(body) => {
                     let mut mechanisms = body.mechanisms();
                     let mut has_scram = false;
-                    while let Ok(Some(mechanism)) = fallible_iterator::FallibleIterator::next(&mut mechanisms) {
+                    while let Ok(Some(mechanism)) =
+                        fallible_iterator::FallibleIterator::next(&mut mechanisms)
+                    {
                         has_scram |= mechanism == sasl::SCRAM_SHA_256;
                     }
                     if !has_scram {
-                        return Err(protocol("the server offers no SASL mechanism walhook supports (SCRAM-SHA-256)"));
+                        return Err(protocol(
+                            "the server offers no SASL mechanism walhook supports (SCRAM-SHA-256)",
+                        ));
                     }
-                    let state = ScramSha256::new(need_password(password)?, ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, state.message(), &mut self.write)?;
+                    let state =
+                        ScramSha256::new(need_password(password)?, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(
+                        sasl::SCRAM_SHA_256,
+                        state.message(),
+                        &mut self.write,
+                    )?;
                     self.flush().await?;
                     scram = Some(state);
                 }
                 backend::Message::AuthenticationSaslContinue(body) => {
-                    let state = scram.as_mut().ok_or_else(|| protocol("SASL continue without SASL start"))?;
+                    let state = scram
+                        .as_mut()
+                        .ok_or_else(|| protocol("SASL continue without SASL start"))?;
                     state.update(body.data())?;
                     frontend::sasl_response(state.message(), &mut self.write)?;
                     self.flush().await?;
                 }
                 backend::Message::AuthenticationSaslFinal(body) => {
-                    let state = scram.as_mut().ok_or_else(|| protocol("SASL final without SASL start"))?;
+                    let state = scram
+                        .as_mut()
+                        .ok_or_else(|| protocol("SASL final without SASL start"))?;
                     state.finish(body.data())?;
                 }
                 backend::Message::ErrorResponse(body) => {
@@ -275,7 +312,9 @@ impl ReplicationConnection {
         loop {
             if self.read.len() >= 5 {
                 let tag = self.read[0];
-                let len = u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]) as usize;
+                let len =
+                    u32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]])
+                        as usize;
                 if !(4..MAX_MESSAGE).contains(&len) {
                     return Err(protocol(format!("invalid message length {len}")));
                 }
@@ -311,19 +350,24 @@ impl ReplicationConnection {
         loop {
             let message = match self.read_frame().await? {
                 Frame::Message(message) => message,
-                Frame::CopyBothResponse => return Err(protocol(format!("'{sql}' started streaming"))),
+                Frame::CopyBothResponse => {
+                    return Err(protocol(format!("'{sql}' started streaming")))
+                }
             };
             match message {
                 backend::Message::DataRow(body) => {
                     let buffer = body.buffer();
                     let mut row = Vec::new();
                     let mut ranges = body.ranges();
-                    while let Some(range) = fallible_iterator::FallibleIterator::next(&mut ranges)? {
+                    while let Some(range) = fallible_iterator::FallibleIterator::next(&mut ranges)?
+                    {
                         row.push(range.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned()));
                     }
                     rows.push(row);
                 }
-                backend::Message::ErrorResponse(body) => error = Some(ServerError::from_fields(body.fields())),
+                backend::Message::ErrorResponse(body) => {
+                    error = Some(ServerError::from_fields(body.fields()))
+                }
                 backend::Message::ReadyForQuery(_) => {
                     return match error {
                         Some(error) => Err(ConnError::Server(error)),
@@ -337,9 +381,17 @@ impl ReplicationConnection {
 
     pub async fn identify_system(&mut self) -> Result<SystemId, ConnError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
-        let row = rows.into_iter().next().ok_or_else(|| protocol("IDENTIFY_SYSTEM returned no row"))?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| protocol("IDENTIFY_SYSTEM returned no row"))?;
         let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        Ok(SystemId { system_id: field(0), timeline: field(1), xlog_pos: field(2), database: field(3) })
+        Ok(SystemId {
+            system_id: field(0),
+            timeline: field(1),
+            xlog_pos: field(2),
+            database: field(3),
+        })
     }
 
     /// Creates a logical slot with the `pgoutput` plugin; `false` when it
@@ -347,7 +399,10 @@ impl ReplicationConnection {
     pub async fn create_slot(&mut self, slot: &str) -> Result<bool, ConnError> {
         // NOEXPORT_SNAPSHOT: walhook captures changes from now on and reads
         // no initial snapshot; the old syntax works on every supported server.
-        let sql = format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", quote_ident(slot));
+        let sql = format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT",
+            quote_ident(slot)
+        );
         match self.simple_query(&sql).await {
             Ok(_) => {
                 info!(slot, "created the replication slot");
@@ -359,7 +414,11 @@ impl ReplicationConnection {
     }
 
     /// Starts streaming from the slot's confirmed position.
-    pub async fn start_replication(&mut self, slot: &str, publication: &str) -> Result<(), ConnError> {
+    pub async fn start_replication(
+        &mut self,
+        slot: &str,
+        publication: &str,
+    ) -> Result<(), ConnError> {
         // LSN 0/0: the server resumes from the slot's confirmed_flush_lsn,
         // which is exactly what the outbox holds.
         let sql = format!(
@@ -422,7 +481,11 @@ fn need_password(password: Option<&[u8]>) -> Result<&[u8], ConnError> {
     password.ok_or_else(|| protocol("the server asks for a password; put it in the database URL"))
 }
 
-async fn open(host: &Host, port: u16, tls: &db::TlsSettings) -> Result<Pin<Box<dyn Io>>, ConnError> {
+async fn open(
+    host: &Host,
+    port: u16,
+    tls: &db::TlsSettings,
+) -> Result<Pin<Box<dyn Io>>, ConnError> {
     match host {
         #[cfg(unix)]
         Host::Unix(dir) => {
@@ -448,7 +511,9 @@ async fn open(host: &Host, port: u16, tls: &db::TlsSettings) -> Result<Pin<Box<d
                     "the server at {name}:{port} does not accept TLS, but sslmode requires it"
                 )));
             }
-            let config = tls.client_config().map_err(|e| ConnError::Source(e.into()))?;
+            let config = tls
+                .client_config()
+                .map_err(|e| ConnError::Source(e.into()))?;
             let server_name = rustls::pki_types::ServerName::try_from(name.clone())
                 .map_err(|e| protocol(format!("'{name}' is not a valid TLS server name: {e}")))?;
             let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -486,13 +551,23 @@ mod tests {
         let error = ServerError {
             code: "55000".into(),
             message: "can no longer get changes from replication slot \"walhook\"".into(),
-            detail: Some("This slot has been invalidated because it exceeded the maximum reserved size.".into()),
+            detail: Some(
+                "This slot has been invalidated because it exceeded the maximum reserved size."
+                    .into(),
+            ),
             hint: None,
         };
         assert!(error.is_slot_invalidated());
-        let other = ServerError { code: "55006".into(), message: "replication slot \"walhook\" is active for PID 7".into(), ..Default::default() };
+        let other = ServerError {
+            code: "55006".into(),
+            message: "replication slot \"walhook\" is active for PID 7".into(),
+            ..Default::default()
+        };
         assert!(!other.is_slot_invalidated());
         assert!(other.is_slot_in_use());
-        assert_eq!(other.to_string(), "replication slot \"walhook\" is active for PID 7 (SQLSTATE 55006)");
+        assert_eq!(
+            other.to_string(),
+            "replication slot \"walhook\" is active for PID 7 (SQLSTATE 55006)"
+        );
     }
 }

@@ -35,8 +35,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-pub use conn::{quote_ident, ReplicationConnection, ServerError, SystemId, PINNED_OPTIONS};
 use conn::ConnError;
+pub use conn::{quote_ident, ReplicationConnection, ServerError, SystemId, PINNED_OPTIONS};
 use pgoutput::{Datum, LogicalMessage, OldTuple, ServerMessage, Tuple};
 use rows::RelationInfo;
 
@@ -74,8 +74,13 @@ impl Default for ReplicationOptions {
 }
 
 enum StreamItem {
-    Data { wal_start: u64, message: LogicalMessage },
-    Keepalive { wal_end: u64 },
+    Data {
+        wal_start: u64,
+        message: LogicalMessage,
+    },
+    Keepalive {
+        wal_end: u64,
+    },
 }
 
 /// What the stream task needs from the source: the LSN it may confirm.
@@ -120,7 +125,10 @@ pub struct ReplicationSource {
 impl ReplicationSource {
     /// Creates the publication and slot when missing and starts streaming
     /// from the slot's confirmed position.
-    pub async fn connect(database_url: &str, config: &CaptureConfig) -> Result<ReplicationSource, SourceError> {
+    pub async fn connect(
+        database_url: &str,
+        config: &CaptureConfig,
+    ) -> Result<ReplicationSource, SourceError> {
         ReplicationSource::connect_with(database_url, config, ReplicationOptions::default()).await
     }
 
@@ -146,16 +154,24 @@ impl ReplicationSource {
         let mut conn = ReplicationConnection::connect(database_url, "walhook capture")
             .await
             .map_err(|e| classify(e, &slot))?;
-        let system = conn.identify_system().await.map_err(|e| classify(e, &slot))?;
+        let system = conn
+            .identify_system()
+            .await
+            .map_err(|e| classify(e, &slot))?;
         info!(system_id = %system.system_id, timeline = %system.timeline, xlog_pos = %system.xlog_pos,
               database = %system.database, slot, "replication connection ready");
         if !slot_exists {
-            conn.create_slot(&slot).await.map_err(|e| classify(e, &slot))?;
+            conn.create_slot(&slot)
+                .await
+                .map_err(|e| classify(e, &slot))?;
         }
         start_streaming(&mut conn, &slot, &config.publication).await?;
 
         let client = Arc::new(client);
-        let shared = Arc::new(Shared { flush: AtomicU64::new(0), notify: Notify::new() });
+        let shared = Arc::new(Shared {
+            flush: AtomicU64::new(0),
+            notify: Notify::new(),
+        });
         let stop = CancellationToken::new();
         let (sender, items) = mpsc::channel(options.queue.max(1));
         let stream_task = tokio::spawn(run_stream(
@@ -166,7 +182,11 @@ impl ReplicationSource {
             options.status_interval,
             slot.clone(),
         ));
-        tokio::spawn(heartbeat(client.clone(), options.heartbeat_interval, stop.clone()));
+        tokio::spawn(heartbeat(
+            client.clone(),
+            options.heartbeat_interval,
+            stop.clone(),
+        ));
         Ok(ReplicationSource {
             client,
             catalog,
@@ -249,7 +269,10 @@ impl ReplicationSource {
         self.outstanding = true;
         metrics::counter!("walhook_changes_captured_total").increment(changes.len() as u64);
         debug!(changes = changes.len(), confirm = %format_lsn(self.safe_lsn), in_transaction = self.tx.is_some(), "batch ready");
-        Ok(Some(Batch { changes, ack: Ack::ConfirmLsn(self.safe_lsn) }))
+        Ok(Some(Batch {
+            changes,
+            ack: Ack::ConfirmLsn(self.safe_lsn),
+        }))
     }
 
     fn confirm(&mut self, lsn: u64) {
@@ -271,8 +294,18 @@ impl ReplicationSource {
             StreamItem::Data { wal_start, message } => (wal_start, message),
         };
         match message {
-            LogicalMessage::Begin { final_lsn, committed_at, xid } => {
-                self.tx = Some(Tx { xid, final_lsn, committed_at, actor: None, index: 0 });
+            LogicalMessage::Begin {
+                final_lsn,
+                committed_at,
+                xid,
+            } => {
+                self.tx = Some(Tx {
+                    xid,
+                    final_lsn,
+                    committed_at,
+                    actor: None,
+                    index: 0,
+                });
             }
             LogicalMessage::Commit { end_lsn, .. } => {
                 self.tx = None;
@@ -290,18 +323,33 @@ impl ReplicationSource {
                     Some(table) => table.key_columns.clone(),
                     None => Vec::new(),
                 };
-                debug!(relid = relation.relid, schema = relation.schema, table = relation.name,
-                       columns = relation.columns.len(), "relation");
-                self.relations.insert(relation.relid, Arc::new(RelationInfo::new(relation, &key_columns)));
+                debug!(
+                    relid = relation.relid,
+                    schema = relation.schema,
+                    table = relation.name,
+                    columns = relation.columns.len(),
+                    "relation"
+                );
+                self.relations.insert(
+                    relation.relid,
+                    Arc::new(RelationInfo::new(relation, &key_columns)),
+                );
             }
             LogicalMessage::Type { oid, schema, name } => {
                 debug!(oid, schema, name, "type");
             }
-            LogicalMessage::Insert { relid, new } => self.row_change(relid, Action::Insert, Some(new), None).await?,
-            LogicalMessage::Update { relid, old, new } => {
-                self.row_change(relid, Action::Update, Some(new), old).await?
+            LogicalMessage::Insert { relid, new } => {
+                self.row_change(relid, Action::Insert, Some(new), None)
+                    .await?
             }
-            LogicalMessage::Delete { relid, old } => self.row_change(relid, Action::Delete, None, Some(old)).await?,
+            LogicalMessage::Update { relid, old, new } => {
+                self.row_change(relid, Action::Update, Some(new), old)
+                    .await?
+            }
+            LogicalMessage::Delete { relid, old } => {
+                self.row_change(relid, Action::Delete, None, Some(old))
+                    .await?
+            }
             LogicalMessage::Truncate { relids, .. } => {
                 for relid in relids {
                     let table = self.relation(relid)?.table.clone();
@@ -309,7 +357,12 @@ impl ReplicationSource {
                     self.pending.push_back(Pending::Change(Box::new(change)));
                 }
             }
-            LogicalMessage::Message { transactional, prefix, content, lsn } => {
+            LogicalMessage::Message {
+                transactional,
+                prefix,
+                content,
+                lsn,
+            } => {
                 if prefix == ACTOR_PREFIX && transactional {
                     if let Some(tx) = self.tx.as_mut() {
                         let actor = String::from_utf8_lossy(&content).into_owned();
@@ -326,10 +379,11 @@ impl ReplicationSource {
     }
 
     fn relation(&self, relid: u32) -> Result<Arc<RelationInfo>, SourceError> {
-        self.relations
-            .get(&relid)
-            .cloned()
-            .ok_or_else(|| SourceError::Protocol(format!("a change of relation {relid} came before its Relation message")))
+        self.relations.get(&relid).cloned().ok_or_else(|| {
+            SourceError::Protocol(format!(
+                "a change of relation {relid} came before its Relation message"
+            ))
+        })
     }
 
     fn change(
@@ -340,10 +394,9 @@ impl ReplicationSource {
         old_record: Option<crate::change::Row>,
         key: Vec<serde_json::Value>,
     ) -> Result<RowChange, SourceError> {
-        let tx = self
-            .tx
-            .as_mut()
-            .ok_or_else(|| SourceError::Protocol("a row change came outside a transaction".into()))?;
+        let tx = self.tx.as_mut().ok_or_else(|| {
+            SourceError::Protocol("a row change came outside a transaction".into())
+        })?;
         let index = tx.index;
         tx.index += 1;
         Ok(RowChange {
@@ -356,7 +409,10 @@ impl ReplicationSource {
             txid: tx.xid,
             commit_lsn: Some(tx.final_lsn),
             committed_at: tx.committed_at,
-            position: Position::Wal { commit_lsn: tx.final_lsn, index },
+            position: Position::Wal {
+                commit_lsn: tx.final_lsn,
+                index,
+            },
         })
     }
 
@@ -377,13 +433,20 @@ impl ReplicationSource {
         let missing = match new.as_mut() {
             Some(new) => rows::fill_unchanged(new, full_old),
             None => match full_old {
-                Some(old) => old.iter().enumerate().filter(|(_, d)| **d == Datum::Unchanged).map(|(i, _)| i).collect(),
+                Some(old) => old
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| **d == Datum::Unchanged)
+                    .map(|(i, _)| i)
+                    .collect(),
                 None => Vec::new(),
             },
         };
         if !missing.is_empty() {
             let key_source = new.as_ref().or(old.as_ref()).cloned().unwrap_or_default();
-            let fetched = self.fetch_unchanged(&relation, &key_source, &missing).await?;
+            let fetched = self
+                .fetch_unchanged(&relation, &key_source, &missing)
+                .await?;
             for (position, value) in missing.iter().zip(&fetched) {
                 if let Some(new) = new.as_mut() {
                     rows::fill_fetched(new, *position, value.as_ref());
@@ -423,9 +486,16 @@ impl ReplicationSource {
         key_source: &Tuple,
         missing: &[usize],
     ) -> Result<Vec<Option<Bytes>>, SourceError> {
-        let table = format!("{}.{}", quote_ident(&relation.table.schema), quote_ident(&relation.table.name));
-        let columns: Vec<&str> =
-            missing.iter().filter_map(|&i| relation.columns.get(i)).map(|c| c.name.as_str()).collect();
+        let table = format!(
+            "{}.{}",
+            quote_ident(&relation.table.schema),
+            quote_ident(&relation.table.name)
+        );
+        let columns: Vec<&str> = missing
+            .iter()
+            .filter_map(|&i| relation.columns.get(i))
+            .map(|c| c.name.as_str())
+            .collect();
         let unrecoverable = |why: &str| {
             SourceError::Fatal(format!(
                 "cannot recover the unchanged TOAST value of {} in {table}: {why}. walhook never delivers a placeholder; \
@@ -435,24 +505,45 @@ impl ReplicationSource {
             ))
         };
         if relation.key.is_empty() {
-            return Err(unrecoverable("the table has no primary key to look the row up by"));
+            return Err(unrecoverable(
+                "the table has no primary key to look the row up by",
+            ));
         }
         let mut conditions = Vec::new();
         let mut values = Vec::new();
         for (n, &i) in relation.key.iter().enumerate() {
-            let column = relation.columns.get(i).ok_or_else(|| unrecoverable("its key column is gone"))?;
+            let column = relation
+                .columns
+                .get(i)
+                .ok_or_else(|| unrecoverable("its key column is gone"))?;
             let Some(text) = key_source.get(i).and_then(Datum::text) else {
                 return Err(unrecoverable("the key value itself was not sent"));
             };
-            let type_name: String =
-                self.client.query_one("SELECT format_type($1, NULL)", &[&column.type_oid]).await?.get(0);
-            conditions.push(format!("{} = CAST(${}::text AS {type_name})", quote_ident(&column.name), n + 1));
+            let type_name: String = self
+                .client
+                .query_one("SELECT format_type($1, NULL)", &[&column.type_oid])
+                .await?
+                .get(0);
+            conditions.push(format!(
+                "{} = CAST(${}::text AS {type_name})",
+                quote_ident(&column.name),
+                n + 1
+            ));
             values.push(String::from_utf8_lossy(text).into_owned());
         }
-        let select: Vec<String> = columns.iter().map(|c| format!("({})::text", quote_ident(c))).collect();
-        let sql = format!("SELECT {} FROM {table} WHERE {}", select.join(", "), conditions.join(" AND "));
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            values.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let select: Vec<String> = columns
+            .iter()
+            .map(|c| format!("({})::text", quote_ident(c)))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {table} WHERE {}",
+            select.join(", "),
+            conditions.join(" AND ")
+        );
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
         let Some(row) = self.client.query_opt(&sql, &params).await? else {
             return Err(unrecoverable("the row no longer exists"));
         };
@@ -470,7 +561,10 @@ impl Drop for ReplicationSource {
 }
 
 impl Source for ReplicationSource {
-    async fn next_batch(&mut self, shutdown: &CancellationToken) -> Result<Option<Batch>, SourceError> {
+    async fn next_batch(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Batch>, SourceError> {
         self.next(shutdown).await
     }
 
@@ -486,11 +580,16 @@ impl Source for ReplicationSource {
 
 async fn ensure_publication(client: &Client, publication: &str) -> Result<(), SourceError> {
     if publication == "walhook" {
-        client.execute("SELECT walhook.ensure_publication()", &[]).await?;
+        client
+            .execute("SELECT walhook.ensure_publication()", &[])
+            .await?;
         return Ok(());
     }
     let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
         .await?
         .is_some();
     if exists {
@@ -553,7 +652,11 @@ fn classify(error: ConnError, slot: &str) -> SourceError {
 
 /// START_REPLICATION, waiting a little for a slot that a previous session
 /// of ours is still releasing.
-async fn start_streaming(conn: &mut ReplicationConnection, slot: &str, publication: &str) -> Result<(), SourceError> {
+async fn start_streaming(
+    conn: &mut ReplicationConnection,
+    slot: &str,
+    publication: &str,
+) -> Result<(), SourceError> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match conn.start_replication(slot, publication).await {
@@ -592,7 +695,15 @@ async fn run_stream(
     slot: String,
 ) {
     let mut received = 0u64;
-    let result = stream_loop(&mut conn, &items, &shared, &stop, status_interval, &mut received).await;
+    let result = stream_loop(
+        &mut conn,
+        &items,
+        &shared,
+        &stop,
+        status_interval,
+        &mut received,
+    )
+    .await;
     match result {
         Ok(()) => {
             // Last word: the confirmed position, then a clean goodbye.
@@ -608,10 +719,20 @@ async fn run_stream(
     }
 }
 
-async fn send_status(conn: &mut ReplicationConnection, received: u64, shared: &Shared) -> Result<(), ConnError> {
+async fn send_status(
+    conn: &mut ReplicationConnection,
+    received: u64,
+    shared: &Shared,
+) -> Result<(), ConnError> {
     let flush = shared.flush.load(Ordering::SeqCst);
     let write = received.max(flush);
-    conn.send_copy_data(pgoutput::standby_status_update(write, flush, flush, Utc::now())).await
+    conn.send_copy_data(pgoutput::standby_status_update(
+        write,
+        flush,
+        flush,
+        Utc::now(),
+    ))
+    .await
 }
 
 async fn stream_loop(
@@ -624,7 +745,8 @@ async fn stream_loop(
 ) -> Result<(), ConnError> {
     let mut status = tokio::time::interval(status_interval);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let decode_error = |e: pgoutput::DecodeError| ConnError::Source(SourceError::Protocol(e.to_string()));
+    let decode_error =
+        |e: pgoutput::DecodeError| ConnError::Source(SourceError::Protocol(e.to_string()));
     loop {
         let data = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -633,7 +755,10 @@ async fn stream_loop(
             data = conn.next_copy_data() => data?,
         };
         match pgoutput::decode_server_message(data).map_err(decode_error)? {
-            ServerMessage::Keepalive { wal_end, reply_requested } => {
+            ServerMessage::Keepalive {
+                wal_end,
+                reply_requested,
+            } => {
                 *received = (*received).max(wal_end);
                 if reply_requested {
                     send_status(conn, *received, shared).await?;
@@ -641,7 +766,11 @@ async fn stream_loop(
                 // Only a hint for idle progress: dropped when the queue is full.
                 let _ = items.try_send(Ok(StreamItem::Keepalive { wal_end }));
             }
-            ServerMessage::XLogData { wal_start, wal_end, data } => {
+            ServerMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+            } => {
                 *received = (*received).max(wal_end).max(wal_start);
                 let message = pgoutput::decode_logical(data).map_err(decode_error)?;
                 // Wait for room while still telling the server we are alive.

@@ -23,19 +23,25 @@ const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// A Postgres timestamp (microseconds since 2000-01-01 UTC) as a time.
 pub fn pg_time(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros.saturating_add(PG_EPOCH_OFFSET_MICROS)).unwrap_or_default()
+    DateTime::from_timestamp_micros(micros.saturating_add(PG_EPOCH_OFFSET_MICROS))
+        .unwrap_or_default()
 }
 
 /// A time as a Postgres timestamp.
 pub fn to_pg_time(time: DateTime<Utc>) -> i64 {
-    time.timestamp_micros().saturating_sub(PG_EPOCH_OFFSET_MICROS)
+    time.timestamp_micros()
+        .saturating_sub(PG_EPOCH_OFFSET_MICROS)
 }
 
 /// A message inside the CopyBoth stream, sent by the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
     /// WAL data: one pgoutput message.
-    XLogData { wal_start: u64, wal_end: u64, data: Bytes },
+    XLogData {
+        wal_start: u64,
+        wal_end: u64,
+        data: Bytes,
+    },
     /// The server's position; answer at once when `reply_requested`.
     Keepalive { wal_end: u64, reply_requested: bool },
 }
@@ -48,15 +54,25 @@ pub fn decode_server_message(data: Bytes) -> Result<ServerMessage, DecodeError> 
             let wal_start = r.u64()?;
             let wal_end = r.u64()?;
             let _send_time = r.i64()?;
-            Ok(ServerMessage::XLogData { wal_start, wal_end, data: r.rest() })
+            Ok(ServerMessage::XLogData {
+                wal_start,
+                wal_end,
+                data: r.rest(),
+            })
         }
         b'k' => {
             let wal_end = r.u64()?;
             let _send_time = r.i64()?;
             let reply_requested = r.u8()? == 1;
-            Ok(ServerMessage::Keepalive { wal_end, reply_requested })
+            Ok(ServerMessage::Keepalive {
+                wal_end,
+                reply_requested,
+            })
         }
-        tag => Err(err(format!("unknown replication message '{}'", tag as char))),
+        tag => Err(err(format!(
+            "unknown replication message '{}'",
+            tag as char
+        ))),
     }
 }
 
@@ -126,16 +142,50 @@ pub struct Relation {
 /// A decoded pgoutput message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LogicalMessage {
-    Begin { final_lsn: u64, committed_at: DateTime<Utc>, xid: u32 },
-    Commit { commit_lsn: u64, end_lsn: u64, committed_at: DateTime<Utc> },
-    Origin { commit_lsn: u64, name: String },
+    Begin {
+        final_lsn: u64,
+        committed_at: DateTime<Utc>,
+        xid: u32,
+    },
+    Commit {
+        commit_lsn: u64,
+        end_lsn: u64,
+        committed_at: DateTime<Utc>,
+    },
+    Origin {
+        commit_lsn: u64,
+        name: String,
+    },
     Relation(Relation),
-    Type { oid: u32, schema: String, name: String },
-    Insert { relid: u32, new: Tuple },
-    Update { relid: u32, old: Option<OldTuple>, new: Tuple },
-    Delete { relid: u32, old: OldTuple },
-    Truncate { cascade: bool, restart_identity: bool, relids: Vec<u32> },
-    Message { transactional: bool, lsn: u64, prefix: String, content: Bytes },
+    Type {
+        oid: u32,
+        schema: String,
+        name: String,
+    },
+    Insert {
+        relid: u32,
+        new: Tuple,
+    },
+    Update {
+        relid: u32,
+        old: Option<OldTuple>,
+        new: Tuple,
+    },
+    Delete {
+        relid: u32,
+        old: OldTuple,
+    },
+    Truncate {
+        cascade: bool,
+        restart_identity: bool,
+        relids: Vec<u32>,
+    },
+    Message {
+        transactional: bool,
+        lsn: u64,
+        prefix: String,
+        content: Bytes,
+    },
 }
 
 /// Decodes one pgoutput message (protocol version 1).
@@ -155,7 +205,10 @@ pub fn decode_logical(data: Bytes) -> Result<LogicalMessage, DecodeError> {
                 committed_at: pg_time(r.i64()?),
             }
         }
-        b'O' => LogicalMessage::Origin { commit_lsn: r.u64()?, name: r.cstr()? },
+        b'O' => LogicalMessage::Origin {
+            commit_lsn: r.u64()?,
+            name: r.cstr()?,
+        },
         b'R' => {
             let relid = r.u32()?;
             let schema = r.cstr()?;
@@ -173,20 +226,37 @@ pub fn decode_logical(data: Bytes) -> Result<LogicalMessage, DecodeError> {
                 });
             }
             // An empty namespace stands for pg_catalog.
-            let schema = if schema.is_empty() { "pg_catalog".to_owned() } else { schema };
-            LogicalMessage::Relation(Relation { relid, schema, name, replica_identity, columns })
+            let schema = if schema.is_empty() {
+                "pg_catalog".to_owned()
+            } else {
+                schema
+            };
+            LogicalMessage::Relation(Relation {
+                relid,
+                schema,
+                name,
+                replica_identity,
+                columns,
+            })
         }
         b'Y' => {
             let oid = r.u32()?;
             let schema = r.cstr()?;
             let name = r.cstr()?;
-            let schema = if schema.is_empty() { "pg_catalog".to_owned() } else { schema };
+            let schema = if schema.is_empty() {
+                "pg_catalog".to_owned()
+            } else {
+                schema
+            };
             LogicalMessage::Type { oid, schema, name }
         }
         b'I' => {
             let relid = r.u32()?;
             r.expect(b'N', "insert")?;
-            LogicalMessage::Insert { relid, new: r.tuple()? }
+            LogicalMessage::Insert {
+                relid,
+                new: r.tuple()?,
+            }
         }
         b'U' => {
             let relid = r.u32()?;
@@ -194,20 +264,33 @@ pub fn decode_logical(data: Bytes) -> Result<LogicalMessage, DecodeError> {
             let mut tag = r.u8()?;
             if tag == b'K' || tag == b'O' {
                 let tuple = r.tuple()?;
-                old = Some(if tag == b'K' { OldTuple::Key(tuple) } else { OldTuple::Full(tuple) });
+                old = Some(if tag == b'K' {
+                    OldTuple::Key(tuple)
+                } else {
+                    OldTuple::Full(tuple)
+                });
                 tag = r.u8()?;
             }
             if tag != b'N' {
                 return Err(err(format!("update: expected 'N', got '{}'", tag as char)));
             }
-            LogicalMessage::Update { relid, old, new: r.tuple()? }
+            LogicalMessage::Update {
+                relid,
+                old,
+                new: r.tuple()?,
+            }
         }
         b'D' => {
             let relid = r.u32()?;
             let old = match r.u8()? {
                 b'K' => OldTuple::Key(r.tuple()?),
                 b'O' => OldTuple::Full(r.tuple()?),
-                tag => return Err(err(format!("delete: expected 'K' or 'O', got '{}'", tag as char))),
+                tag => {
+                    return Err(err(format!(
+                        "delete: expected 'K' or 'O', got '{}'",
+                        tag as char
+                    )))
+                }
             };
             LogicalMessage::Delete { relid, old }
         }
@@ -218,19 +301,31 @@ pub fn decode_logical(data: Bytes) -> Result<LogicalMessage, DecodeError> {
             for _ in 0..count {
                 relids.push(r.u32()?);
             }
-            LogicalMessage::Truncate { cascade: options & 1 != 0, restart_identity: options & 2 != 0, relids }
+            LogicalMessage::Truncate {
+                cascade: options & 1 != 0,
+                restart_identity: options & 2 != 0,
+                relids,
+            }
         }
         b'M' => {
             let flags = r.u8()?;
             let lsn = r.u64()?;
             let prefix = r.cstr()?;
             let length = r.u32()? as usize;
-            LogicalMessage::Message { transactional: flags & 1 == 1, lsn, prefix, content: r.bytes(length)? }
+            LogicalMessage::Message {
+                transactional: flags & 1 == 1,
+                lsn,
+                prefix,
+                content: r.bytes(length)?,
+            }
         }
         tag => return Err(err(format!("unknown pgoutput message '{}'", tag as char))),
     };
     if r.remaining() != 0 {
-        return Err(err(format!("{} bytes left over after a complete message", r.remaining())));
+        return Err(err(format!(
+            "{} bytes left over after a complete message",
+            r.remaining()
+        )));
     }
     Ok(message)
 }
@@ -252,7 +347,10 @@ impl Reader {
 
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         if self.remaining() < n {
-            return Err(err(format!("message ends early: wanted {n} bytes at offset {}", self.at)));
+            return Err(err(format!(
+                "message ends early: wanted {n} bytes at offset {}",
+                self.at
+            )));
         }
         let slice = &self.data[self.at..self.at + n];
         self.at += n;
@@ -291,7 +389,10 @@ impl Reader {
 
     fn bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         if self.remaining() < n {
-            return Err(err(format!("message ends early: wanted {n} bytes at offset {}", self.at)));
+            return Err(err(format!(
+                "message ends early: wanted {n} bytes at offset {}",
+                self.at
+            )));
         }
         let out = self.data.slice(self.at..self.at + n);
         self.at += n;
@@ -306,7 +407,10 @@ impl Reader {
 
     fn cstr(&mut self) -> Result<String, DecodeError> {
         let rest = &self.data[self.at..];
-        let end = rest.iter().position(|b| *b == 0).ok_or_else(|| err("string without terminator"))?;
+        let end = rest
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or_else(|| err("string without terminator"))?;
         let text = String::from_utf8_lossy(&rest[..end]).into_owned();
         self.at += end + 1;
         Ok(text)
@@ -317,7 +421,10 @@ impl Reader {
         if got == want {
             Ok(())
         } else {
-            Err(err(format!("{what}: expected '{}', got '{}'", want as char, got as char)))
+            Err(err(format!(
+                "{what}: expected '{}', got '{}'",
+                want as char, got as char
+            )))
         }
     }
 
@@ -333,7 +440,12 @@ impl Reader {
                     Datum::Text(self.bytes(length)?)
                 }
                 // Binary values only come with the `binary` option, which is never requested.
-                tag => return Err(err(format!("tuple column of unknown kind '{}'", tag as char))),
+                tag => {
+                    return Err(err(format!(
+                        "tuple column of unknown kind '{}'",
+                        tag as char
+                    )))
+                }
             });
         }
         Ok(tuple)
@@ -396,7 +508,9 @@ pub(crate) mod tests {
     }
 
     fn time() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-28T12:00:00.123456Z").map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+        DateTime::parse_from_rfc3339("2026-11-28T12:00:00.123456Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
     }
 
     fn decode(wire: Wire) -> LogicalMessage {
@@ -411,18 +525,36 @@ pub(crate) mod tests {
 
     #[test]
     fn xlogdata_and_keepalive() {
-        let data = Wire::new(b'w').u64(0x10).u64(0x20).i64(5).raw(b"Bxyz").bytes();
+        let data = Wire::new(b'w')
+            .u64(0x10)
+            .u64(0x20)
+            .i64(5)
+            .raw(b"Bxyz")
+            .bytes();
         assert_eq!(
             decode_server_message(data),
-            Ok(ServerMessage::XLogData { wal_start: 0x10, wal_end: 0x20, data: Bytes::from_static(b"Bxyz") })
+            Ok(ServerMessage::XLogData {
+                wal_start: 0x10,
+                wal_end: 0x20,
+                data: Bytes::from_static(b"Bxyz")
+            })
         );
         let keepalive = Wire::new(b'k').u64(0x1_0000_0000).i64(5).u8(1).bytes();
         assert_eq!(
             decode_server_message(keepalive),
-            Ok(ServerMessage::Keepalive { wal_end: 0x1_0000_0000, reply_requested: true })
+            Ok(ServerMessage::Keepalive {
+                wal_end: 0x1_0000_0000,
+                reply_requested: true
+            })
         );
         let keepalive = Wire::new(b'k').u64(7).i64(5).u8(0).bytes();
-        assert_eq!(decode_server_message(keepalive), Ok(ServerMessage::Keepalive { wal_end: 7, reply_requested: false }));
+        assert_eq!(
+            decode_server_message(keepalive),
+            Ok(ServerMessage::Keepalive {
+                wal_end: 7,
+                reply_requested: false
+            })
+        );
         assert!(decode_server_message(Wire::new(b'k').u64(7).bytes()).is_err());
         assert!(decode_server_message(Wire::new(b'?').bytes()).is_err());
     }
@@ -436,19 +568,43 @@ pub(crate) mod tests {
 
     #[test]
     fn begin_and_commit() {
-        let begin = Wire::new(b'B').u64(0x16B3748).i64(to_pg_time(time())).u32(74811);
-        assert_eq!(decode(begin), LogicalMessage::Begin { final_lsn: 0x16B3748, committed_at: time(), xid: 74811 });
-        let commit = Wire::new(b'C').u8(0).u64(0x16B3748).u64(0x16B3780).i64(to_pg_time(time()));
+        let begin = Wire::new(b'B')
+            .u64(0x16B3748)
+            .i64(to_pg_time(time()))
+            .u32(74811);
+        assert_eq!(
+            decode(begin),
+            LogicalMessage::Begin {
+                final_lsn: 0x16B3748,
+                committed_at: time(),
+                xid: 74811
+            }
+        );
+        let commit = Wire::new(b'C')
+            .u8(0)
+            .u64(0x16B3748)
+            .u64(0x16B3780)
+            .i64(to_pg_time(time()));
         assert_eq!(
             decode(commit),
-            LogicalMessage::Commit { commit_lsn: 0x16B3748, end_lsn: 0x16B3780, committed_at: time() }
+            LogicalMessage::Commit {
+                commit_lsn: 0x16B3748,
+                end_lsn: 0x16B3780,
+                committed_at: time()
+            }
         );
     }
 
     #[test]
     fn origin() {
         let origin = Wire::new(b'O').u64(9).cstr("upstream");
-        assert_eq!(decode(origin), LogicalMessage::Origin { commit_lsn: 9, name: "upstream".into() });
+        assert_eq!(
+            decode(origin),
+            LogicalMessage::Origin {
+                commit_lsn: 9,
+                name: "upstream".into()
+            }
+        );
     }
 
     #[test]
@@ -467,35 +623,69 @@ pub(crate) mod tests {
             .cstr("total")
             .u32(1700)
             .i32(655366);
-        let LogicalMessage::Relation(rel) = decode(relation) else { panic!("not a relation") };
+        let LogicalMessage::Relation(rel) = decode(relation) else {
+            panic!("not a relation")
+        };
         assert_eq!(rel.relid, 16384);
-        assert_eq!((rel.schema.as_str(), rel.name.as_str(), rel.replica_identity), ("public", "orders", b'f'));
+        assert_eq!(
+            (rel.schema.as_str(), rel.name.as_str(), rel.replica_identity),
+            ("public", "orders", b'f')
+        );
         assert_eq!(
             rel.columns,
             vec![
-                RelationColumn { is_key: true, name: "id".into(), type_oid: 23, type_modifier: -1 },
-                RelationColumn { is_key: false, name: "total".into(), type_oid: 1700, type_modifier: 655366 },
+                RelationColumn {
+                    is_key: true,
+                    name: "id".into(),
+                    type_oid: 23,
+                    type_modifier: -1
+                },
+                RelationColumn {
+                    is_key: false,
+                    name: "total".into(),
+                    type_oid: 1700,
+                    type_modifier: 655366
+                },
             ]
         );
         let relation = Wire::new(b'R').u32(1).cstr("").cstr("x").u8(b'd').u16(0);
-        let LogicalMessage::Relation(rel) = decode(relation) else { panic!("not a relation") };
+        let LogicalMessage::Relation(rel) = decode(relation) else {
+            panic!("not a relation")
+        };
         assert_eq!(rel.schema, "pg_catalog");
     }
 
     #[test]
     fn type_message() {
         let ty = Wire::new(b'Y').u32(90000).cstr("public").cstr("mood");
-        assert_eq!(decode(ty), LogicalMessage::Type { oid: 90000, schema: "public".into(), name: "mood".into() });
+        assert_eq!(
+            decode(ty),
+            LogicalMessage::Type {
+                oid: 90000,
+                schema: "public".into(),
+                name: "mood".into()
+            }
+        );
     }
 
     #[test]
     fn insert_with_null_and_text() {
-        let insert = Wire::new(b'I').u32(5).u8(b'N').u16(3).text("7").u8(b'n').text("");
+        let insert = Wire::new(b'I')
+            .u32(5)
+            .u8(b'N')
+            .u16(3)
+            .text("7")
+            .u8(b'n')
+            .text("");
         assert_eq!(
             decode(insert),
             LogicalMessage::Insert {
                 relid: 5,
-                new: vec![Datum::Text(Bytes::from_static(b"7")), Datum::Null, Datum::Text(Bytes::new())],
+                new: vec![
+                    Datum::Text(Bytes::from_static(b"7")),
+                    Datum::Null,
+                    Datum::Text(Bytes::new())
+                ],
             }
         );
     }
@@ -503,8 +693,22 @@ pub(crate) mod tests {
     #[test]
     fn update_without_old_with_key_and_with_full_old() {
         let plain = Wire::new(b'U').u32(5).u8(b'N').u16(1).u8(b'u');
-        assert_eq!(decode(plain), LogicalMessage::Update { relid: 5, old: None, new: vec![Datum::Unchanged] });
-        let keyed = Wire::new(b'U').u32(5).u8(b'K').u16(1).text("1").u8(b'N').u16(1).text("2");
+        assert_eq!(
+            decode(plain),
+            LogicalMessage::Update {
+                relid: 5,
+                old: None,
+                new: vec![Datum::Unchanged]
+            }
+        );
+        let keyed = Wire::new(b'U')
+            .u32(5)
+            .u8(b'K')
+            .u16(1)
+            .text("1")
+            .u8(b'N')
+            .u16(1)
+            .text("2");
         assert_eq!(
             decode(keyed),
             LogicalMessage::Update {
@@ -513,7 +717,14 @@ pub(crate) mod tests {
                 new: vec![Datum::Text(Bytes::from_static(b"2"))],
             }
         );
-        let full = Wire::new(b'U').u32(5).u8(b'O').u16(1).text("1").u8(b'N').u16(1).u8(b'u');
+        let full = Wire::new(b'U')
+            .u32(5)
+            .u8(b'O')
+            .u16(1)
+            .text("1")
+            .u8(b'N')
+            .u16(1)
+            .u8(b'u');
         assert_eq!(
             decode(full),
             LogicalMessage::Update {
@@ -530,7 +741,10 @@ pub(crate) mod tests {
         let key = Wire::new(b'D').u32(5).u8(b'K').u16(1).text("1");
         assert_eq!(
             decode(key),
-            LogicalMessage::Delete { relid: 5, old: OldTuple::Key(vec![Datum::Text(Bytes::from_static(b"1"))]) }
+            LogicalMessage::Delete {
+                relid: 5,
+                old: OldTuple::Key(vec![Datum::Text(Bytes::from_static(b"1"))])
+            }
         );
         let full = Wire::new(b'D').u32(5).u8(b'O').u16(2).text("1").u8(b'n');
         assert_eq!(
@@ -547,13 +761,22 @@ pub(crate) mod tests {
         let truncate = Wire::new(b'T').u32(2).u8(3).u32(5).u32(6);
         assert_eq!(
             decode(truncate),
-            LogicalMessage::Truncate { cascade: true, restart_identity: true, relids: vec![5, 6] }
+            LogicalMessage::Truncate {
+                cascade: true,
+                restart_identity: true,
+                relids: vec![5, 6]
+            }
         );
     }
 
     #[test]
     fn logical_message() {
-        let message = Wire::new(b'M').u8(1).u64(0x99).cstr("walhook.actor").u32(7).raw(b"user:42");
+        let message = Wire::new(b'M')
+            .u8(1)
+            .u64(0x99)
+            .cstr("walhook.actor")
+            .u32(7)
+            .raw(b"user:42");
         assert_eq!(
             decode(message),
             LogicalMessage::Message {
@@ -568,7 +791,17 @@ pub(crate) mod tests {
     #[test]
     fn truncated_and_trailing_bytes_are_errors() {
         assert!(decode_logical(Wire::new(b'B').u64(1).bytes()).is_err());
-        assert!(decode_logical(Wire::new(b'I').u32(5).u8(b'N').u16(1).u8(b't').u32(10).raw(b"abc").bytes()).is_err());
+        assert!(decode_logical(
+            Wire::new(b'I')
+                .u32(5)
+                .u8(b'N')
+                .u16(1)
+                .u8(b't')
+                .u32(10)
+                .raw(b"abc")
+                .bytes()
+        )
+        .is_err());
         assert!(decode_logical(Wire::new(b'O').u64(9).raw(b"no-terminator").bytes()).is_err());
         assert!(decode_logical(Wire::new(b'I').u32(5).u8(b'N').u16(0).u8(0).bytes()).is_err());
         assert!(decode_logical(Wire::new(b'I').u32(5).u8(b'N').u16(1).u8(b'b').bytes()).is_err());

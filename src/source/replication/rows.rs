@@ -28,9 +28,17 @@ impl RelationInfo {
             .collect::<Vec<_>>();
         // A key column missing from the stream's shape (dropped since)
         // leaves a partial key that would order rows wrongly: use none.
-        let key = if key.len() == key_columns.len() { key } else { Vec::new() };
+        let key = if key.len() == key_columns.len() {
+            key
+        } else {
+            Vec::new()
+        };
         RelationInfo {
-            table: TableRef { relid: relation.relid, schema: relation.schema, name: relation.name },
+            table: TableRef {
+                relid: relation.relid,
+                schema: relation.schema,
+                name: relation.name,
+            },
             columns: relation.columns,
             key,
         }
@@ -50,13 +58,20 @@ pub fn fill_unchanged(new: &mut Tuple, old: Option<&mut Tuple>) -> Vec<usize> {
                     (Some(Datum::Unchanged), Some(Datum::Unchanged)) => missing.push(i),
                     (Some(Datum::Unchanged), Some(known)) => new[i] = known,
                     (Some(known), Some(Datum::Unchanged)) => old[i] = known,
-                    (Some(Datum::Unchanged), None) | (None, Some(Datum::Unchanged)) => missing.push(i),
+                    (Some(Datum::Unchanged), None) | (None, Some(Datum::Unchanged)) => {
+                        missing.push(i)
+                    }
                     _ => {}
                 }
             }
         }
         None => {
-            missing.extend(new.iter().enumerate().filter(|(_, d)| **d == Datum::Unchanged).map(|(i, _)| i));
+            missing.extend(
+                new.iter()
+                    .enumerate()
+                    .filter(|(_, d)| **d == Datum::Unchanged)
+                    .map(|(i, _)| i),
+            );
         }
     }
     missing
@@ -75,7 +90,12 @@ pub fn fill_fetched(tuple: &mut Tuple, position: usize, value: Option<&Bytes>) {
 /// (an old image that holds only the key: the other columns are not
 /// unknown values to show as null). Unchanged markers must have been
 /// resolved; any left become an error naming the column.
-pub fn tuple_to_row(types: &Types, relation: &RelationInfo, tuple: &Tuple, only_keys: bool) -> Result<Row, String> {
+pub fn tuple_to_row(
+    types: &Types,
+    relation: &RelationInfo,
+    tuple: &Tuple,
+    only_keys: bool,
+) -> Result<Row, String> {
     let mut row = Row::new();
     for (column, datum) in relation.columns.iter().zip(tuple) {
         if only_keys && !column.is_key {
@@ -83,7 +103,9 @@ pub fn tuple_to_row(types: &Types, relation: &RelationInfo, tuple: &Tuple, only_
         }
         let value = match datum {
             Datum::Null => Value::Null,
-            Datum::Text(bytes) => value::text_to_json(types, column.type_oid, &String::from_utf8_lossy(bytes)),
+            Datum::Text(bytes) => {
+                value::text_to_json(types, column.type_oid, &String::from_utf8_lossy(bytes))
+            }
             Datum::Unchanged => {
                 return Err(format!(
                     "column {} of {}.{} is an unchanged TOAST value whose content is unknown",
@@ -118,8 +140,16 @@ mod tests {
 
     fn types() -> Types {
         let mut types = Types::default();
-        types.insert(TypeInfo { oid: 23, name: "int4".into(), kind: TypeKind::Base });
-        types.insert(TypeInfo { oid: 25, name: "text".into(), kind: TypeKind::Base });
+        types.insert(TypeInfo {
+            oid: 23,
+            name: "int4".into(),
+            kind: TypeKind::Base,
+        });
+        types.insert(TypeInfo {
+            oid: 25,
+            name: "text".into(),
+            kind: TypeKind::Base,
+        });
         types
     }
 
@@ -136,7 +166,11 @@ mod tests {
                 schema: "public".into(),
                 name: "docs".into(),
                 replica_identity: b'f',
-                columns: vec![column("id", 23, true), column("body", 25, false), column("n", 23, false)],
+                columns: vec![
+                    column("id", 23, true),
+                    column("body", 25, false),
+                    column("n", 23, false),
+                ],
             },
             &["id".to_owned()],
         )
@@ -155,9 +189,14 @@ mod tests {
         }) else {
             return;
         };
-        assert_eq!(RelationInfo::new(relation.clone(), &["n".into(), "id".into()]).key, vec![2, 0]);
+        assert_eq!(
+            RelationInfo::new(relation.clone(), &["n".into(), "id".into()]).key,
+            vec![2, 0]
+        );
         assert!(RelationInfo::new(relation.clone(), &[]).key.is_empty());
-        assert!(RelationInfo::new(relation, &["id".into(), "gone".into()]).key.is_empty());
+        assert!(RelationInfo::new(relation, &["id".into(), "gone".into()])
+            .key
+            .is_empty());
     }
 
     #[test]
@@ -186,9 +225,17 @@ mod tests {
     #[test]
     fn rows_are_typed_and_in_column_order() {
         let rel = relation();
-        let row = tuple_to_row(&types(), &rel, &vec![text("7"), text("hi"), Datum::Null], false)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(Value::Object(row.clone()), json!({"id": 7, "body": "hi", "n": null}));
+        let row = tuple_to_row(
+            &types(),
+            &rel,
+            &vec![text("7"), text("hi"), Datum::Null],
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            Value::Object(row.clone()),
+            json!({"id": 7, "body": "hi", "n": null})
+        );
         assert_eq!(row.keys().collect::<Vec<_>>(), ["id", "body", "n"]);
         assert_eq!(key_values(&rel, &row), vec![json!(7)]);
     }
@@ -196,16 +243,26 @@ mod tests {
     #[test]
     fn key_only_images_hold_only_the_key() {
         let rel = relation();
-        let row = tuple_to_row(&types(), &rel, &vec![text("7"), Datum::Null, Datum::Null], true)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let row = tuple_to_row(
+            &types(),
+            &rel,
+            &vec![text("7"), Datum::Null, Datum::Null],
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(Value::Object(row), json!({"id": 7}));
     }
 
     #[test]
     fn a_left_over_placeholder_is_an_error_not_a_value() {
-        let err = tuple_to_row(&types(), &relation(), &vec![text("7"), Datum::Unchanged, Datum::Null], false)
-            .map(|_| ())
-            .unwrap_err();
+        let err = tuple_to_row(
+            &types(),
+            &relation(),
+            &vec![text("7"), Datum::Unchanged, Datum::Null],
+            false,
+        )
+        .map(|_| ())
+        .unwrap_err();
         assert!(err.contains("body") && err.contains("public.docs"), "{err}");
     }
 }
