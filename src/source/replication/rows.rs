@@ -96,6 +96,17 @@ pub fn tuple_to_row(
     tuple: &Tuple,
     only_keys: bool,
 ) -> Result<Row, String> {
+    if tuple.len() != relation.columns.len() {
+        // The stream and its Relation message disagree: mapping by position
+        // would put values under the wrong names.
+        return Err(format!(
+            "a row of {}.{} has {} values but its relation has {} columns",
+            relation.table.schema,
+            relation.table.name,
+            tuple.len(),
+            relation.columns.len()
+        ));
+    }
     let mut row = Row::new();
     for (column, datum) in relation.columns.iter().zip(tuple) {
         if only_keys && !column.is_key {
@@ -180,14 +191,12 @@ mod tests {
     fn key_positions_follow_the_catalog() {
         let rel = relation();
         assert_eq!(rel.key, vec![0]);
-        let Some(relation) = Some(Relation {
+        let relation = Relation {
             relid: 9,
             schema: "public".into(),
             name: "docs".into(),
             replica_identity: b'f',
             columns: rel.columns.clone(),
-        }) else {
-            return;
         };
         assert_eq!(
             RelationInfo::new(relation.clone(), &["n".into(), "id".into()]).key,
@@ -251,6 +260,17 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(Value::Object(row), json!({"id": 7}));
+    }
+
+    #[test]
+    fn a_tuple_of_another_shape_is_an_error() {
+        let err = tuple_to_row(&types(), &relation(), &vec![text("7")], false)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            err.contains("1 values") && err.contains("3 columns"),
+            "{err}"
+        );
     }
 
     #[test]
