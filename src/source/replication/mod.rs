@@ -643,9 +643,22 @@ fn invalidated(slot: &str) -> SourceError {
     ))
 }
 
+/// Server errors that reconnecting cannot fix become [`SourceError::Fatal`]
+/// with what the operator has to do.
 fn classify(error: ConnError, slot: &str) -> SourceError {
     match error {
         ConnError::Server(e) if e.is_slot_invalidated() => invalidated(slot),
+        ConnError::Server(e) if e.message.contains("wal_level") => SourceError::Fatal(format!(
+            "{e}. Replication capture needs wal_level = logical (postgresql.conf, then restart Postgres), \
+             or run walhook with capture.mode = \"trigger\""
+        )),
+        ConnError::Server(e) if e.code == "42501" || e.code == "28000" => SourceError::Fatal(format!(
+            "{e}. The role walhook connects as needs the REPLICATION attribute (ALTER ROLE <name> REPLICATION) \
+             and a pg_hba.conf entry that allows it, or run walhook with capture.mode = \"trigger\""
+        )),
+        ConnError::Server(e) if e.code == "53400" => SourceError::Fatal(format!(
+            "{e}. Raise max_replication_slots (then restart Postgres) or drop an unused slot"
+        )),
         other => other.into(),
     }
 }
