@@ -10,7 +10,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     WITH parts AS (
         SELECT regexp_replace(event_type, '\.[^.]*$', '') AS ev_table,
                substring(event_type from '[^.]*$')       AS ev_action,
-               regexp_replace(regexp_replace(pattern, '\.[^.]*$', ''), '^public\.', '') AS pat_table,
+               regexp_replace(regexp_replace(pattern, '\.[^.]*$', ''), '^public\.(?!\*$)', '') AS pat_table,
                substring(pattern from '[^.]*$')          AS pat_action
     )
     SELECT pattern = '*' OR (

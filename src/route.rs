@@ -39,7 +39,11 @@ impl Pattern {
         }
         let (table, action) = text.rsplit_once('.').unwrap_or(("*", text));
         let action = (action != "*").then(|| action.to_owned());
-        let table = table.strip_prefix("public.").unwrap_or(table);
+        // `public.orders` names `orders`; `public.*` stays a schema pattern.
+        let table = match table.strip_prefix("public.") {
+            Some(rest) if rest != "*" => rest,
+            _ => table,
+        };
         let table = if table == "*" {
             TablePattern::Any
         } else if let Some(schema) = table.strip_suffix(".*") {

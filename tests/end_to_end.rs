@@ -21,6 +21,7 @@ async fn setup(db: &TestDb, mode: CaptureMode, url: &str) -> tokio_postgres::Cli
         .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
         .await
         .expect("mode");
+    common::prepare_capture(&db.url, mode).await;
     client
         .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL, total numeric(10,2)); SELECT walhook.watch('orders');")
         .await
@@ -256,6 +257,44 @@ async fn sigkill_loses_no_delivery(mode: CaptureMode) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     relay.sigterm(Duration::from_secs(20));
+    if rows.len() < 2000 {
+        let states = client
+            .query(
+                "SELECT state, count(*), max(attempts) FROM walhook.deliveries GROUP BY state",
+                &[],
+            )
+            .await
+            .expect("states");
+        let events: i64 = client
+            .query_one("SELECT count(*) FROM walhook.events", &[])
+            .await
+            .expect("events")
+            .get(0);
+        let missing: Vec<i32> = (0..2000)
+            .filter(|id| !rows.contains(&(*id as i64)))
+            .collect();
+        let captured: Vec<String> = client
+            .query(
+                "SELECT payload->'record'->>'id' || ':' || type || ':' || coalesce(commit_lsn::text, '') || ':' || txid FROM walhook.events WHERE (payload->'record'->>'id')::int = ANY($1)",
+                &[&missing],
+            )
+            .await
+            .expect("missing")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        eprintln!(
+            "states {:?}, events {events}, missing rows {missing:?}, their events {captured:?}",
+            states
+                .iter()
+                .map(|r| (
+                    r.get::<_, String>(0),
+                    r.get::<_, i64>(1),
+                    r.get::<_, i32>(2)
+                ))
+                .collect::<Vec<_>>()
+        );
+    }
     assert_eq!(rows.len(), 2000, "every written row was delivered");
     assert_eq!(
         ids.len(),
@@ -268,4 +307,19 @@ async fn sigkill_loses_no_delivery(mode: CaptureMode) {
 #[tokio::test]
 async fn trigger_mode_sigkill_loses_no_delivery() {
     sigkill_loses_no_delivery(CaptureMode::Trigger).await;
+}
+
+#[tokio::test]
+async fn replication_mode_delivers_signed_events() {
+    signed_delivery(CaptureMode::Replication).await;
+}
+
+#[tokio::test]
+async fn replication_mode_keeps_per_row_order_during_retries() {
+    per_row_order_holds_during_retries(CaptureMode::Replication).await;
+}
+
+#[tokio::test]
+async fn replication_mode_sigkill_loses_no_delivery() {
+    sigkill_loses_no_delivery(CaptureMode::Replication).await;
 }

@@ -45,6 +45,7 @@ pub async fn standby_takes_over(mode: CaptureMode) {
         .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
         .await
         .expect("mode");
+    common::prepare_capture(&db.url, mode).await;
     client
         .batch_execute(
             "CREATE TABLE orders (id int PRIMARY KEY, status text); SELECT walhook.watch('orders')",
@@ -105,4 +106,9 @@ pub async fn standby_takes_over(mode: CaptureMode) {
 #[tokio::test]
 async fn trigger_mode_standby_takes_over() {
     standby_takes_over(CaptureMode::Trigger).await;
+}
+
+#[tokio::test]
+async fn replication_mode_standby_takes_over() {
+    standby_takes_over(CaptureMode::Replication).await;
 }

@@ -638,30 +638,7 @@ async fn listen_once(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(), DeliverError> {
-    let mut config = crate::db::parse_url(url)?;
-    config.application_name("walhook deliver-listen");
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
-    }
-    let (client, mut connection) = config.connect(tokio_postgres::NoTls).await?;
-    let (notified, mut notifications) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                    if notified.send(()).is_err() {
-                        return;
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    warn!(%error, "the listening connection failed");
-                    return;
-                }
-                None => return,
-            }
-        }
-    });
+    let (client, mut notifications) = crate::db::connect_listening(url, "deliver-listen").await?;
     client
         .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
         .await?;
@@ -671,7 +648,7 @@ async fn listen_once(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             message = notifications.recv() => match message {
-                Some(()) => shared.kick.notify_one(),
+                Some(_) => shared.kick.notify_one(),
                 None => {
                     debug!("listening connection closed");
                     break;
@@ -679,7 +656,6 @@ async fn listen_once(
             },
         }
     }
-    driver.abort();
     Ok(())
 }
 

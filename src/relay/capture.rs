@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::config::{CaptureConfig, CaptureMode};
 use crate::db;
 use crate::outbox::Outbox;
+use crate::source::replication::ReplicationSource;
 use crate::source::trigger::TriggerSource;
 use crate::source::{Ack, Source, SourceError};
 
@@ -98,12 +99,16 @@ async fn lead(
     let outbox = Outbox::new(db::connect(url, "outbox").await?);
     match config.mode {
         CaptureMode::Trigger => {
-            let source = TriggerSource::connect(url, config).await?;
-            pump(source, outbox, &lock, wake, shutdown).await
+            let mut source = TriggerSource::connect(url, config).await?;
+            pump(&mut source, outbox, &lock, wake, shutdown).await
         }
-        CaptureMode::Replication => Err(CaptureError::Source(SourceError::Fatal(
-            "replication capture is not available in this build; run with --mode trigger".into(),
-        ))),
+        CaptureMode::Replication => {
+            let mut source = ReplicationSource::connect(url, config).await?;
+            let result = pump(&mut source, outbox, &lock, wake, shutdown).await;
+            // Frees the slot at once for a relay that takes over.
+            source.close().await;
+            result
+        }
     }
 }
 
@@ -130,7 +135,7 @@ async fn wait_for_lock(lock: &Client, shutdown: &CancellationToken) -> Result<bo
 
 /// Source → outbox → acknowledge, batch after batch.
 async fn pump<S: Source>(
-    mut source: S,
+    source: &mut S,
     mut outbox: Outbox,
     lock: &Client,
     wake: &Notify,

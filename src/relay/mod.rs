@@ -24,6 +24,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let control = db::connect(&url, "control").await?;
     migrate::require_current(&control).await?;
     apply_capture_mode(&control, config.capture.mode).await?;
+    if config.capture.mode == CaptureMode::Replication {
+        // Retain changes from now on, before anything else starts.
+        if crate::source::replication::prepare(&url, &config.capture).await? {
+            info!(slot = %config.capture.slot, "created the replication slot");
+        }
+    }
 
     // Stages stop on `stop`: on shutdown, or when one of them fails for good.
     let stop = shutdown.child_token();
@@ -73,6 +79,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             failure = flatten(result, "delivery").err();
             stop.cancel();
         }
+    }
+    if let Some(error) = &failure {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "a stage failed; stopping the relay"
+        );
     }
     info!("shutting down: draining capture and in-flight deliveries");
     if !capture.is_finished() {

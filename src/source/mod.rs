@@ -5,6 +5,7 @@
 //! then may it let go of those changes (confirm the LSN to the slot, or
 //! delete the capture rows), so a crash anywhere loses nothing.
 
+pub mod replication;
 pub mod trigger;
 
 use std::future::Future;

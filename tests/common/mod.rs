@@ -100,12 +100,31 @@ impl Drop for TestDb {
             runtime.block_on(async move {
                 if let Ok((client, connection)) = tokio_postgres::connect(&server_url(), NoTls).await {
                     tokio::spawn(connection);
+                    // A relay still streaming (the test failed before
+                    // stopping it) holds its slot: end it first.
                     let _ = client
                         .batch_execute(&format!(
-                            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{name}' AND NOT active;
-                             DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+                             WHERE database = '{name}' AND active_pid IS NOT NULL"
                         ))
                         .await;
+                    for _ in 0..50 {
+                        // Two statements: DROP DATABASE refuses to run
+                        // inside the implicit transaction of a batch.
+                        let _ = client
+                            .batch_execute(&format!(
+                                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                                 WHERE database = '{name}' AND NOT active"
+                            ))
+                            .await;
+                        let dropped = client
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                        if dropped.is_ok() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                 }
             });
         })
@@ -250,6 +269,11 @@ impl Relay {
     }
 
     pub fn start_with(config: walhook::config::Config) -> Relay {
+        // RUST_LOG=walhook=debug shows the relay's logs in a test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(walhook::relay::run(config, shutdown.clone()));
         Relay { shutdown, task }
@@ -277,7 +301,15 @@ pub fn test_config(url: &str, mode: walhook::config::CaptureMode) -> walhook::co
     config.delivery.retry_schedule = "0s,200ms,200ms".parse().expect("schedule");
     config.delivery.timeout = Duration::from_secs(5);
     config.admin.listen = "127.0.0.1:0".parse().expect("address");
+    config.capture.slot = slot_for(url);
     config
+}
+
+/// Replication slots are per server: each test database gets its own.
+pub fn slot_for(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.path().trim_start_matches('/').to_owned())
+        .unwrap_or_else(|_| "walhook".into())
 }
 
 /// A `walhook run` process, killed when the test ends however it ends.
@@ -286,7 +318,14 @@ pub struct RelayProcess(pub std::process::Child);
 impl RelayProcess {
     /// Starts the binary against `url` in `mode`, private targets allowed.
     pub fn spawn(url: &str, mode: walhook::config::CaptureMode) -> RelayProcess {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_walhook"))
+        let slot = slot_for(url);
+        let config = std::env::temp_dir().join(format!("walhook-{slot}.toml"));
+        // A short lease: claims of a killed relay are taken over quickly.
+        let text =
+            format!("[capture]\nslot = \"{slot}\"\n[delivery]\ntimeout = \"2s\"\nlease = \"4s\"\n");
+        std::fs::write(&config, text).expect("write test config");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_walhook"));
+        command
             .args([
                 "run",
                 "--mode",
@@ -295,14 +334,22 @@ impl RelayProcess {
                 "127.0.0.1:0",
                 "--allow-private-targets",
             ])
+            .arg("--config")
+            .arg(&config)
             .env("DATABASE_URL", url)
             .env_remove("WALHOOK_CONFIG")
             .current_dir(std::env::temp_dir())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("walhook run starts");
-        RelayProcess(child)
+            .stderr(std::process::Stdio::null());
+        // TEST_RELAY_LOGS=<dir> keeps each relay's debug log there.
+        if let Ok(dir) = std::env::var("TEST_RELAY_LOGS") {
+            static SPAWNED: AtomicU64 = AtomicU64::new(0);
+            let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
+            if let Ok(file) = std::fs::File::create(format!("{dir}/{slot}-{n}.log")) {
+                command.env("WALHOOK_LOG", "walhook=debug").stderr(file);
+            }
+        }
+        RelayProcess(command.spawn().expect("walhook run starts"))
     }
 
     pub fn sigkill(&mut self) {
@@ -330,5 +377,17 @@ impl Drop for RelayProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Makes the database ready to capture in `mode` the way `walhook migrate`
+/// does: for replication, the publication and this database's slot exist
+/// before the test writes anything.
+pub async fn prepare_capture(url: &str, mode: walhook::config::CaptureMode) {
+    if mode == walhook::config::CaptureMode::Replication {
+        let config = test_config(url, mode);
+        walhook::source::replication::prepare(url, &config.capture)
+            .await
+            .expect("slot and publication");
     }
 }
