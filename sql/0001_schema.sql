@@ -5,7 +5,11 @@ CREATE TABLE walhook.settings (
     key   text PRIMARY KEY,
     value text NOT NULL
 );
-INSERT INTO walhook.settings (key, value) VALUES ('capture_mode', 'replication');
+INSERT INTO walhook.settings (key, value) VALUES
+    ('capture_mode', 'replication'),
+    -- bumped on every change to walhook.subscriptions: a relay compares it
+    -- in each outbox transaction and reloads its routing when it moved
+    ('subscriptions_version', '0');
 
 CREATE TABLE walhook.watched (
     relid      regclass PRIMARY KEY,
@@ -96,10 +100,13 @@ CREATE TABLE walhook.attempts (
 );
 CREATE INDEX attempts_by_delivery ON walhook.attempts (delivery_id, id);
 
--- Wake relays when subscriptions change, so their in-memory routing is fresh.
+-- Relays route from an in-memory copy of the subscriptions; the version
+-- tells them, inside the transaction that writes a batch, that it is stale.
 CREATE FUNCTION walhook.notify_subscriptions_changed() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    UPDATE walhook.settings SET value = (value::bigint + 1)::text
+    WHERE key = 'subscriptions_version';
     PERFORM pg_notify('walhook_subscriptions', '');
     RETURN NULL;
 END $$;

@@ -1,1 +1,100 @@
-//! TODO
+//! The admin endpoints: `/healthz` (is the relay up and its database
+//! reachable) and `/metrics` (Prometheus).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::relay::capture::CaptureState;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub database_url: String,
+    pub capture: Arc<CaptureState>,
+}
+
+/// The running server.
+pub struct Admin {
+    pub local_addr: SocketAddr,
+    pub task: JoinHandle<()>,
+}
+
+/// Binds `listen` and serves until `stop` fires.
+pub async fn serve(
+    listen: SocketAddr,
+    state: AdminState,
+    stop: CancellationToken,
+) -> std::io::Result<Admin> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let local_addr = listener.local_addr()?;
+    let metrics = crate::metrics::install();
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(state)
+        .route("/metrics", get(move || render_metrics(metrics.clone())));
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "admin server stopped");
+        }
+    });
+    Ok(Admin { local_addr, task })
+}
+
+async fn healthz(State(state): State<AdminState>) -> Response {
+    let capture = if state.capture.leader.load(Ordering::Relaxed) {
+        "capturing"
+    } else {
+        "standby"
+    };
+    let reachable = tokio::time::timeout(Duration::from_secs(2), async {
+        let client = crate::db::connect(&state.database_url, "health")
+            .await
+            .ok()?;
+        client.query_one("SELECT 1", &[]).await.ok()
+    })
+    .await
+    .ok()
+    .flatten()
+    .is_some();
+    let (status, verdict) = if reachable {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+    };
+    (
+        status,
+        Json(json!({ "status": verdict, "capture": capture })),
+    )
+        .into_response()
+}
+
+async fn render_metrics(handle: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Response {
+    match handle {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process",
+        )
+            .into_response(),
+    }
+}

@@ -37,13 +37,22 @@ pub enum TypeKind {
     /// A base type, mapped by its name (`int4`, `numeric`, `timestamptz`, ...).
     Base,
     /// An array of `element`, written with `delimiter` between elements.
-    Array { element: u32, delimiter: char },
+    Array {
+        element: u32,
+        delimiter: char,
+    },
     /// A domain over `base`.
-    Domain { base: u32 },
+    Domain {
+        base: u32,
+    },
     Enum,
     /// A composite (row) type with its fields in order.
-    Composite { fields: Vec<Column> },
-    Range { subtype: u32 },
+    Composite {
+        fields: Vec<Column>,
+    },
+    Range {
+        subtype: u32,
+    },
     Multirange,
     /// Pseudo-types and anything else: carried as text.
     Other,
@@ -99,10 +108,13 @@ impl Types {
             .await?;
         let mut composite_fields: HashMap<u32, Vec<Column>> = HashMap::new();
         for row in fields {
-            composite_fields.entry(row.get(0)).or_default().push(Column {
-                name: row.get(1),
-                type_oid: row.get(2),
-            });
+            composite_fields
+                .entry(row.get(0))
+                .or_default()
+                .push(Column {
+                    name: row.get(1),
+                    type_oid: row.get(2),
+                });
         }
         let mut types = Types::default();
         for row in rows {
@@ -122,11 +134,17 @@ impl Types {
                 "c" => TypeKind::Composite {
                     fields: composite_fields.remove(&oid).unwrap_or_default(),
                 },
-                "r" => TypeKind::Range { subtype: row.get(8) },
+                "r" => TypeKind::Range {
+                    subtype: row.get(8),
+                },
                 "m" => TypeKind::Multirange,
                 _ => TypeKind::Other,
             };
-            types.insert(TypeInfo { oid, name: row.get(1), kind });
+            types.insert(TypeInfo {
+                oid,
+                name: row.get(1),
+                kind,
+            });
         }
         Ok(types)
     }
@@ -141,7 +159,10 @@ pub struct Catalog {
 
 impl Catalog {
     pub async fn load(client: &Client) -> Result<Catalog, tokio_postgres::Error> {
-        Ok(Catalog { tables: HashMap::new(), types: Types::load(client).await? })
+        Ok(Catalog {
+            tables: HashMap::new(),
+            types: Types::load(client).await?,
+        })
     }
 
     /// The table with this oid, from the cache or the catalog; `None` when
@@ -157,7 +178,11 @@ impl Catalog {
         let Some(table) = load_table(client, relid).await? else {
             return Ok(None);
         };
-        if table.columns.iter().any(|c| !self.types.contains(c.type_oid)) {
+        if table
+            .columns
+            .iter()
+            .any(|c| !self.types.contains(c.type_oid))
+        {
             self.types = Types::load(client).await?;
         }
         let table = Arc::new(table);
@@ -177,7 +202,10 @@ impl Catalog {
     }
 }
 
-async fn load_table(client: &Client, relid: u32) -> Result<Option<TableInfo>, tokio_postgres::Error> {
+async fn load_table(
+    client: &Client,
+    relid: u32,
+) -> Result<Option<TableInfo>, tokio_postgres::Error> {
     let Some(head) = client
         .query_opt(
             "SELECT n.nspname::text, c.relname::text FROM pg_class c
@@ -196,7 +224,10 @@ async fn load_table(client: &Client, relid: u32) -> Result<Option<TableInfo>, to
         )
         .await?
         .into_iter()
-        .map(|row| Column { name: row.get(0), type_oid: row.get(1) })
+        .map(|row| Column {
+            name: row.get(0),
+            type_oid: row.get(1),
+        })
         .collect();
     let key_columns = client
         .query(

@@ -28,7 +28,10 @@ pub const KNOWN_ENV: &[&str] = &[
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read the configuration file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the configuration file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{setting}: {message}")]
@@ -38,7 +41,10 @@ pub enum ConfigError {
 }
 
 fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { setting: setting.to_owned(), message: message.into() }
+    ConfigError::Invalid {
+        setting: setting.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// Where changes are captured from.
@@ -71,7 +77,9 @@ impl FromStr for CaptureMode {
         match text.trim() {
             "replication" => Ok(CaptureMode::Replication),
             "trigger" => Ok(CaptureMode::Trigger),
-            other => Err(format!("unknown capture mode '{other}'; use 'replication' or 'trigger'")),
+            other => Err(format!(
+                "unknown capture mode '{other}'; use 'replication' or 'trigger'"
+            )),
         }
     }
 }
@@ -108,7 +116,11 @@ impl FromStr for RetrySchedule {
 
 impl fmt::Display for RetrySchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|d| humantime::format_duration(*d).to_string()).collect();
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|d| humantime::format_duration(*d).to_string())
+            .collect();
         f.write_str(&parts.join(","))
     }
 }
@@ -119,7 +131,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(text).map_err(|e| format!("not a duration ({e}); write e.g. 250ms, 10s, 5m, 2h"))
+    humantime::parse_duration(text)
+        .map_err(|e| format!("not a duration ({e}); write e.g. 250ms, 10s, 5m, 2h"))
 }
 
 #[derive(Debug, Clone)]
@@ -187,7 +200,9 @@ impl Default for Config {
             },
             delivery: DeliveryConfig {
                 allow_private_targets: false,
-                retry_schedule: RetrySchedule::DEFAULT.parse().unwrap_or(RetrySchedule(vec![Duration::ZERO])),
+                retry_schedule: RetrySchedule::DEFAULT
+                    .parse()
+                    .unwrap_or(RetrySchedule(vec![Duration::ZERO])),
                 timeout: Duration::from_secs(10),
                 connect_timeout: Duration::from_secs(5),
                 max_in_flight: 256,
@@ -198,7 +213,9 @@ impl Default for Config {
                 retention: Duration::from_secs(7 * 24 * 3600),
                 dead_retention: Duration::from_secs(30 * 24 * 3600),
             },
-            admin: AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9750)) },
+            admin: AdminConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
+            },
         }
     }
 }
@@ -268,7 +285,9 @@ impl Config {
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
         let file = match &overrides.config_path {
             Some(path) => read_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => read_file(Path::new(DEFAULT_CONFIG_PATH))?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                read_file(Path::new(DEFAULT_CONFIG_PATH))?
+            }
             None => FileConfig::default(),
         };
         let mut config = Config::default();
@@ -298,8 +317,16 @@ impl Config {
             }
             self.capture.batch_size = n;
         }
-        set_duration(&mut self.capture.batch_timeout, c.batch_timeout, "capture.batch_timeout")?;
-        set_duration(&mut self.capture.poll_interval, c.poll_interval, "capture.poll_interval")?;
+        set_duration(
+            &mut self.capture.batch_timeout,
+            c.batch_timeout,
+            "capture.batch_timeout",
+        )?;
+        set_duration(
+            &mut self.capture.poll_interval,
+            c.poll_interval,
+            "capture.poll_interval",
+        )?;
         if let Some(slot) = c.slot {
             self.capture.slot = valid_identifier(&slot, "capture.slot")?;
         }
@@ -311,11 +338,21 @@ impl Config {
             self.delivery.allow_private_targets = allow;
         }
         if let Some(schedule) = d.retry_schedule {
-            self.delivery.retry_schedule = schedule.parse().map_err(|e| invalid("delivery.retry_schedule", e))?;
+            self.delivery.retry_schedule = schedule
+                .parse()
+                .map_err(|e| invalid("delivery.retry_schedule", e))?;
         }
         set_duration(&mut self.delivery.timeout, d.timeout, "delivery.timeout")?;
-        set_duration(&mut self.delivery.connect_timeout, d.connect_timeout, "delivery.connect_timeout")?;
-        set_positive(&mut self.delivery.max_in_flight, d.max_in_flight, "delivery.max_in_flight")?;
+        set_duration(
+            &mut self.delivery.connect_timeout,
+            d.connect_timeout,
+            "delivery.connect_timeout",
+        )?;
+        set_positive(
+            &mut self.delivery.max_in_flight,
+            d.max_in_flight,
+            "delivery.max_in_flight",
+        )?;
         set_positive(
             &mut self.delivery.max_in_flight_per_subscription,
             d.max_in_flight_per_subscription,
@@ -328,9 +365,21 @@ impl Config {
             self.delivery.claim_batch = n;
         }
         set_duration(&mut self.delivery.lease, d.lease, "delivery.lease")?;
-        set_duration(&mut self.delivery.disable_after, d.disable_after, "delivery.disable_after")?;
-        set_duration(&mut self.delivery.retention, d.retention, "delivery.retention")?;
-        set_duration(&mut self.delivery.dead_retention, d.dead_retention, "delivery.dead_retention")?;
+        set_duration(
+            &mut self.delivery.disable_after,
+            d.disable_after,
+            "delivery.disable_after",
+        )?;
+        set_duration(
+            &mut self.delivery.retention,
+            d.retention,
+            "delivery.retention",
+        )?;
+        set_duration(
+            &mut self.delivery.dead_retention,
+            d.dead_retention,
+            "delivery.dead_retention",
+        )?;
         if let Some(listen) = file.admin.listen {
             self.admin.listen = parse_listen(&listen, "admin.listen")?;
         }
@@ -342,7 +391,9 @@ impl Config {
             self.database_url = Some(url.clone());
         }
         if let Some(mode) = &o.mode {
-            self.capture.mode = mode.parse().map_err(|e| invalid("--mode / WALHOOK_MODE", e))?;
+            self.capture.mode = mode
+                .parse()
+                .map_err(|e| invalid("--mode / WALHOOK_MODE", e))?;
         }
         if let Some(allow) = o.allow_private_targets {
             self.delivery.allow_private_targets = allow;
@@ -353,8 +404,8 @@ impl Config {
                 .map_err(|e| invalid("--retry-schedule / WALHOOK_RETRY_SCHEDULE", e))?;
         }
         if let Some(timeout) = &o.delivery_timeout {
-            self.delivery.timeout =
-                parse_duration(timeout).map_err(|e| invalid("--delivery-timeout / WALHOOK_DELIVERY_TIMEOUT", e))?;
+            self.delivery.timeout = parse_duration(timeout)
+                .map_err(|e| invalid("--delivery-timeout / WALHOOK_DELIVERY_TIMEOUT", e))?;
         }
         if let Some(listen) = &o.admin_listen {
             self.admin.listen = parse_listen(listen, "--admin-listen / WALHOOK_ADMIN_LISTEN")?;
@@ -381,30 +432,46 @@ impl Config {
 pub fn check_env<I: IntoIterator<Item = String>>(names: I) -> Result<(), ConfigError> {
     for name in names {
         if name.starts_with("WALHOOK_") && !KNOWN_ENV.contains(&name.as_str()) {
-            return Err(ConfigError::UnknownEnv { name, known: KNOWN_ENV.join(", ") });
+            return Err(ConfigError::UnknownEnv {
+                name,
+                known: KNOWN_ENV.join(", "),
+            });
         }
     }
     Ok(())
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     parse_file(&text, path)
 }
 
 fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
-fn set_duration(target: &mut Duration, value: Option<String>, setting: &str) -> Result<(), ConfigError> {
+fn set_duration(
+    target: &mut Duration,
+    value: Option<String>,
+    setting: &str,
+) -> Result<(), ConfigError> {
     if let Some(text) = value {
         *target = parse_duration(&text).map_err(|e| invalid(setting, e))?;
     }
     Ok(())
 }
 
-fn set_positive(target: &mut usize, value: Option<usize>, setting: &str) -> Result<(), ConfigError> {
+fn set_positive(
+    target: &mut usize,
+    value: Option<usize>,
+    setting: &str,
+) -> Result<(), ConfigError> {
     match value {
         Some(0) => Err(invalid(setting, "must be at least 1")),
         Some(n) => {
@@ -416,18 +483,27 @@ fn set_positive(target: &mut usize, value: Option<usize>, setting: &str) -> Resu
 }
 
 fn parse_listen(text: &str, setting: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse()
-        .map_err(|_| invalid(setting, format!("'{text}' is not an address and port, e.g. 127.0.0.1:9750")))
+    text.parse().map_err(|_| {
+        invalid(
+            setting,
+            format!("'{text}' is not an address and port, e.g. 127.0.0.1:9750"),
+        )
+    })
 }
 
 fn valid_identifier(text: &str, setting: &str) -> Result<String, ConfigError> {
     let ok = !text.is_empty()
         && text.len() <= 63
-        && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if ok {
         Ok(text.to_owned())
     } else {
-        Err(invalid(setting, format!("'{text}' must be 1 to 63 lowercase letters, digits or _")))
+        Err(invalid(
+            setting,
+            format!("'{text}' must be 1 to 63 lowercase letters, digits or _"),
+        ))
     }
 }
 
@@ -443,7 +519,10 @@ mod tests {
     fn defaults_match_the_documented_ones() {
         let config = Config::default();
         assert_eq!(config.capture.mode, CaptureMode::Replication);
-        assert_eq!(config.delivery.retry_schedule.to_string(), "0s,5s,5m,30m,2h,5h,10h,10h");
+        assert_eq!(
+            config.delivery.retry_schedule.to_string(),
+            "0s,5s,5m,30m,2h,5h,10h,10h"
+        );
         assert_eq!(config.delivery.timeout, Duration::from_secs(10));
         assert!(!config.delivery.allow_private_targets);
         assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9750");
@@ -451,32 +530,59 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = parse("[delivery]\ntimeuot = \"5s\"\n").map(|_| ()).unwrap_err().to_string();
+        let err = parse("[delivery]\ntimeuot = \"5s\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("timeuot"), "{err}");
         assert!(err.contains("test.toml"), "{err}");
     }
 
     #[test]
     fn bad_value_is_named() {
-        let err = parse("[capture]\nmode = \"wal\"\n").map(|_| ()).unwrap_err().to_string();
-        assert!(err.contains("capture.mode") && err.contains("'wal'"), "{err}");
-        let err = parse("[delivery]\nretry_schedule = \"0s,soon\"\n").map(|_| ()).unwrap_err().to_string();
-        assert!(err.contains("delivery.retry_schedule") && err.contains("soon"), "{err}");
+        let err = parse("[capture]\nmode = \"wal\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("capture.mode") && err.contains("'wal'"),
+            "{err}"
+        );
+        let err = parse("[delivery]\nretry_schedule = \"0s,soon\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("delivery.retry_schedule") && err.contains("soon"),
+            "{err}"
+        );
     }
 
     #[test]
     fn overrides_win_over_the_file() {
         let mut config = parse("[capture]\nmode = \"replication\"\n").unwrap_or_default();
-        let overrides = Overrides { mode: Some("trigger".into()), retry_schedule: Some("0s,1s".into()), ..Default::default() };
-        config.apply_overrides(&overrides).map_err(|e| e.to_string()).unwrap_or(());
+        let overrides = Overrides {
+            mode: Some("trigger".into()),
+            retry_schedule: Some("0s,1s".into()),
+            ..Default::default()
+        };
+        config
+            .apply_overrides(&overrides)
+            .map_err(|e| e.to_string())
+            .unwrap_or(());
         assert_eq!(config.capture.mode, CaptureMode::Trigger);
-        assert_eq!(config.delivery.retry_schedule.0, vec![Duration::ZERO, Duration::from_secs(1)]);
+        assert_eq!(
+            config.delivery.retry_schedule.0,
+            vec![Duration::ZERO, Duration::from_secs(1)]
+        );
     }
 
     #[test]
     fn unknown_env_is_refused() {
         assert!(check_env(["WALHOOK_MODE".to_string(), "PATH".to_string()]).is_ok());
-        let err = check_env(["WALHOOK_MOOD".to_string()]).unwrap_err().to_string();
+        let err = check_env(["WALHOOK_MOOD".to_string()])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("WALHOOK_MOOD"), "{err}");
     }
 }

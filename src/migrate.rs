@@ -46,13 +46,22 @@ const MIGRATION_LOCK: i64 = 0x7761_6c68_6f6f_6b01;
 #[derive(Debug, Error)]
 pub enum MigrateError {
     #[error("migration {version} ({name}) was changed after it was applied (checksum {applied} in the database, {embedded} in this binary); restore the original file and add the change as a new migration")]
-    Changed { version: i32, name: String, applied: String, embedded: String },
+    Changed {
+        version: i32,
+        name: String,
+        applied: String,
+        embedded: String,
+    },
     #[error("the database has migration {version}, which this walhook does not know; run a walhook at least as new as the one that migrated it")]
     Newer { version: i32 },
     #[error("the database schema is not up to date (applied: {applied}, this walhook needs {needed}); run `walhook migrate`")]
     Pending { applied: i32, needed: i32 },
     #[error("migration {version} ({name}) failed: {source}")]
-    Failed { version: i32, name: String, source: tokio_postgres::Error },
+    Failed {
+        version: i32,
+        name: String,
+        source: tokio_postgres::Error,
+    },
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
 }
@@ -66,9 +75,13 @@ pub struct Report {
 
 /// Applies every migration the database lacks.
 pub async fn migrate(client: &mut Client) -> Result<Report, MigrateError> {
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
     let result = migrate_locked(client).await;
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
     result
 }
 
@@ -90,12 +103,19 @@ async fn migrate_locked(client: &mut Client) -> Result<Report, MigrateError> {
     verify_applied(&applied)?;
     let mut report = Report::default();
     for migration in MIGRATIONS {
-        if applied.iter().any(|(version, _)| *version == migration.version) {
+        if applied
+            .iter()
+            .any(|(version, _)| *version == migration.version)
+        {
             report.already.push(migration.version);
             continue;
         }
         apply(client, migration).await?;
-        info!(version = migration.version, name = migration.name, "applied migration");
+        info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
         report.applied.push(migration.version);
     }
     Ok(report)
@@ -120,9 +140,15 @@ async fn apply(client: &mut Client, migration: &Migration) -> Result<(), Migrate
 
 async fn applied_migrations(client: &Client) -> Result<Vec<(i32, String)>, tokio_postgres::Error> {
     let rows = client
-        .query("SELECT version, checksum FROM walhook.schema_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version, checksum FROM walhook.schema_migrations ORDER BY version",
+            &[],
+        )
         .await?;
-    Ok(rows.into_iter().map(|row| (row.get(0), row.get(1))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
 }
 
 fn verify_applied(applied: &[(i32, String)]) -> Result<(), MigrateError> {
@@ -146,15 +172,25 @@ fn verify_applied(applied: &[(i32, String)]) -> Result<(), MigrateError> {
 /// checks this at start.
 pub async fn require_current(client: &Client) -> Result<(), MigrateError> {
     let exists: bool = client
-        .query_one("SELECT to_regclass('walhook.schema_migrations') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('walhook.schema_migrations') IS NOT NULL",
+            &[],
+        )
         .await?
         .get(0);
-    let applied = if exists { applied_migrations(client).await? } else { Vec::new() };
+    let applied = if exists {
+        applied_migrations(client).await?
+    } else {
+        Vec::new()
+    };
     verify_applied(&applied)?;
     let needed = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
     let have = applied.last().map(|(v, _)| *v).unwrap_or(0);
     if applied.len() < MIGRATIONS.len() {
-        return Err(MigrateError::Pending { applied: have, needed });
+        return Err(MigrateError::Pending {
+            applied: have,
+            needed,
+        });
     }
     Ok(())
 }
@@ -167,7 +203,9 @@ mod tests {
     fn migrations_are_numbered_in_order_and_named_by_number() {
         for (index, migration) in MIGRATIONS.iter().enumerate() {
             assert_eq!(migration.version as usize, index + 1);
-            assert!(migration.name.starts_with(&format!("{:04}_", migration.version)));
+            assert!(migration
+                .name
+                .starts_with(&format!("{:04}_", migration.version)));
         }
     }
 
@@ -175,7 +213,12 @@ mod tests {
     fn every_sql_file_is_embedded() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/sql");
         let mut files: Vec<String> = std::fs::read_dir(dir)
-            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         files.sort();
         let embedded: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();

@@ -1,1 +1,130 @@
-//! TODO
+//! The outbox: a batch's events and deliveries written in one transaction.
+//!
+//! The transaction also consumes what the source captured (trigger mode
+//! deletes its capture rows in it), and only after it commits is the source
+//! told it may let go. Event ids are derived from the change's position, so
+//! a batch written twice after a crash lands once.
+
+use thiserror::Error;
+use tokio_postgres::Client;
+
+use crate::change::format_lsn;
+use crate::route::{Routed, Router};
+use crate::source::{Ack, Batch};
+
+#[derive(Debug, Error)]
+pub enum OutboxError {
+    #[error("writing the outbox failed: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// What one write stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub events: u64,
+    pub deliveries: u64,
+}
+
+/// Writes batches through one connection of its own.
+pub struct Outbox {
+    client: Client,
+    router: Router,
+}
+
+impl Outbox {
+    pub fn new(client: Client) -> Outbox {
+        Outbox {
+            client,
+            router: Router::default(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Routes the batch and writes it, with its acknowledgement, in one
+    /// transaction.
+    pub async fn write(&mut self, batch: &Batch) -> Result<Written, OutboxError> {
+        let tx = self.client.transaction().await?;
+        self.router.refresh(&tx).await?;
+        let routed = self.router.route(&batch.changes);
+        let written = insert_routed(&tx, &routed).await?;
+        if let Ack::DeleteCaptured(ids) = &batch.ack {
+            tx.execute("DELETE FROM walhook.capture WHERE id = ANY($1)", &[ids])
+                .await?;
+        }
+        if written.deliveries > 0 {
+            // Wakes relays in other processes; this one is woken directly.
+            tx.execute("SELECT pg_notify('walhook_deliveries', '')", &[])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+}
+
+async fn insert_routed(
+    tx: &tokio_postgres::Transaction<'_>,
+    routed: &Routed,
+) -> Result<Written, tokio_postgres::Error> {
+    if routed.events.is_empty() {
+        return Ok(Written::default());
+    }
+    let ids: Vec<&str> = routed.events.iter().map(|e| e.id.as_str()).collect();
+    let types: Vec<&str> = routed
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
+    let payloads: Vec<&str> = routed.events.iter().map(|e| e.payload.as_str()).collect();
+    let row_keys: Vec<&str> = routed.events.iter().map(|e| e.row_key.as_str()).collect();
+    let txids: Vec<i64> = routed.events.iter().map(|e| i64::from(e.txid)).collect();
+    let lsns: Vec<Option<String>> = routed
+        .events
+        .iter()
+        .map(|e| e.commit_lsn.map(format_lsn))
+        .collect();
+    let events = tx
+        .execute(
+            "INSERT INTO walhook.events (id, type, payload, row_key, txid, commit_lsn)
+             SELECT id, type, payload::json, row_key, txid, lsn::pg_lsn
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
+                  AS t(id, type, payload, row_key, txid, lsn)
+             ON CONFLICT (id) DO NOTHING",
+            &[&ids, &types, &payloads, &row_keys, &txids, &lsns],
+        )
+        .await?;
+    if routed.deliveries.is_empty() {
+        return Ok(Written {
+            events,
+            deliveries: 0,
+        });
+    }
+    let event_ids: Vec<&str> = routed
+        .deliveries
+        .iter()
+        .map(|(i, _)| routed.events[*i].id.as_str())
+        .collect();
+    let subscription_ids: Vec<i64> = routed.deliveries.iter().map(|(_, s)| *s).collect();
+    let delivery_keys: Vec<&str> = routed
+        .deliveries
+        .iter()
+        .map(|(i, _)| routed.events[*i].row_key.as_str())
+        .collect();
+    // Identity values follow the ORDER BY, so a row's deliveries are
+    // numbered in commit order: the delivery side orders by id.
+    let deliveries = tx
+        .execute(
+            "INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
+             SELECT t.event_id, t.subscription_id, t.row_key
+             FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY
+                  AS t(event_id, subscription_id, row_key, n)
+             JOIN walhook.subscriptions s ON s.id = t.subscription_id
+             ORDER BY t.n
+             ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING",
+            &[&event_ids, &subscription_ids, &delivery_keys],
+        )
+        .await?;
+    Ok(Written { events, deliveries })
+}

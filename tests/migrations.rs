@@ -10,14 +10,25 @@ async fn migrate_twice_and_concurrently_is_safe() {
     let db = TestDb::empty().await;
     let mut a = db.client().await;
     let mut b = db.client().await;
-    let (ra, rb) = tokio::join!(walhook::migrate::migrate(&mut a), walhook::migrate::migrate(&mut b));
+    let (ra, rb) = tokio::join!(
+        walhook::migrate::migrate(&mut a),
+        walhook::migrate::migrate(&mut b)
+    );
     let (ra, rb) = (ra.expect("first migrate"), rb.expect("second migrate"));
     let total = walhook::migrate::MIGRATIONS.len();
-    assert_eq!(ra.applied.len() + rb.applied.len(), total, "each migration applied once");
-    let again = walhook::migrate::migrate(&mut a).await.expect("third migrate");
+    assert_eq!(
+        ra.applied.len() + rb.applied.len(),
+        total,
+        "each migration applied once"
+    );
+    let again = walhook::migrate::migrate(&mut a)
+        .await
+        .expect("third migrate");
     assert!(again.applied.is_empty());
     assert_eq!(again.already.len(), total);
-    walhook::migrate::require_current(&a).await.expect("schema is current");
+    walhook::migrate::require_current(&a)
+        .await
+        .expect("schema is current");
 }
 
 #[tokio::test]
@@ -25,18 +36,28 @@ async fn a_changed_migration_is_reported_not_rerun() {
     let db = TestDb::new().await;
     let mut client = db.client().await;
     client
-        .execute("UPDATE walhook.schema_migrations SET checksum = 'edited' WHERE version = 1", &[])
+        .execute(
+            "UPDATE walhook.schema_migrations SET checksum = 'edited' WHERE version = 1",
+            &[],
+        )
         .await
         .expect("tamper");
-    let err = walhook::migrate::migrate(&mut client).await.expect_err("changed migration is refused");
-    assert!(err.to_string().contains("was changed after it was applied"), "{err}");
+    let err = walhook::migrate::migrate(&mut client)
+        .await
+        .expect_err("changed migration is refused");
+    assert!(
+        err.to_string().contains("was changed after it was applied"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn run_refuses_an_unmigrated_database() {
     let db = TestDb::empty().await;
     let client = db.client().await;
-    let err = walhook::migrate::require_current(&client).await.expect_err("not migrated");
+    let err = walhook::migrate::require_current(&client)
+        .await
+        .expect_err("not migrated");
     assert!(err.to_string().contains("walhook migrate"), "{err}");
 }
 
@@ -45,10 +66,44 @@ async fn documented_tables_and_columns_exist() {
     let db = TestDb::new().await;
     let client = db.client().await;
     let documented: &[(&str, &[&str])] = &[
-        ("subscriptions", &["id", "url", "events", "secret", "content_type", "active", "disabled_reason", "created_at"]),
+        (
+            "subscriptions",
+            &[
+                "id",
+                "url",
+                "events",
+                "secret",
+                "content_type",
+                "active",
+                "disabled_reason",
+                "created_at",
+            ],
+        ),
         ("events", &["id", "type", "payload", "created_at"]),
-        ("deliveries", &["id", "event_id", "subscription_id", "state", "attempts", "next_attempt_at", "delivered_at"]),
-        ("attempts", &["id", "delivery_id", "attempted_at", "status", "duration_ms", "response_body", "error"]),
+        (
+            "deliveries",
+            &[
+                "id",
+                "event_id",
+                "subscription_id",
+                "state",
+                "attempts",
+                "next_attempt_at",
+                "delivered_at",
+            ],
+        ),
+        (
+            "attempts",
+            &[
+                "id",
+                "delivery_id",
+                "attempted_at",
+                "status",
+                "duration_ms",
+                "response_body",
+                "error",
+            ],
+        ),
     ];
     for (table, columns) in documented {
         for column in *columns {

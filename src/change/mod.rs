@@ -158,7 +158,8 @@ impl RowChange {
                 .committed_at
                 .to_rfc3339_opts(SecondsFormat::Micros, true),
         };
-        let payload = serde_json::to_string(&body).expect("event serializes: only strings and maps");
+        let payload =
+            serde_json::to_string(&body).expect("event serializes: only strings and maps");
         Event {
             id,
             event_type,
@@ -234,7 +235,11 @@ mod tests {
 
     fn update() -> RowChange {
         RowChange {
-            table: TableRef { relid: 1, schema: "public".into(), name: "orders".into() },
+            table: TableRef {
+                relid: 1,
+                schema: "public".into(),
+                name: "orders".into(),
+            },
             action: Action::Update,
             record: Some(row(json!({"id": 7, "status": "paid", "total": "19.90"}))),
             old_record: Some(row(json!({"id": 7, "status": "pending", "total": "19.90"}))),
@@ -245,14 +250,20 @@ mod tests {
             committed_at: DateTime::parse_from_rfc3339("2026-11-28T12:00:00.123456Z")
                 .map(|t| t.with_timezone(&Utc))
                 .unwrap_or_default(),
-            position: Position::Wal { commit_lsn: 0x16B3748, index: 0 },
+            position: Position::Wal {
+                commit_lsn: 0x16B3748,
+                index: 0,
+            },
         }
     }
 
     #[test]
     fn changes_hold_exactly_the_changed_columns() {
         let changes = update().changes().unwrap_or_default();
-        assert_eq!(Value::Object(changes), json!({"status": {"old": "pending", "new": "paid"}}));
+        assert_eq!(
+            Value::Object(changes),
+            json!({"status": {"old": "pending", "new": "paid"}})
+        );
     }
 
     #[test]
@@ -265,11 +276,31 @@ mod tests {
         assert_eq!(body["committed_at"], "2026-11-28T12:00:00.123456Z");
         assert_eq!(body["actor"], "user:42");
         assert_eq!(body["txid"], 74811);
-        assert!(event.payload.starts_with(r#"{"id":"evt_"#), "{}", event.payload);
-        let keys: Vec<&String> = body.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        assert!(
+            event.payload.starts_with(r#"{"id":"evt_"#),
+            "{}",
+            event.payload
+        );
+        let keys: Vec<&String> = body
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
         assert_eq!(
             keys,
-            ["id", "type", "schema", "table", "action", "record", "old_record", "changes", "actor", "txid", "lsn", "committed_at"]
+            [
+                "id",
+                "type",
+                "schema",
+                "table",
+                "action",
+                "record",
+                "old_record",
+                "changes",
+                "actor",
+                "txid",
+                "lsn",
+                "committed_at"
+            ]
         );
     }
 
@@ -278,7 +309,10 @@ mod tests {
         let a = update();
         let mut b = update();
         assert_eq!(a.event_id(), b.event_id());
-        b.position = Position::Wal { commit_lsn: 0x16B3748, index: 1 };
+        b.position = Position::Wal {
+            commit_lsn: 0x16B3748,
+            index: 1,
+        };
         assert_ne!(a.event_id(), b.event_id());
         assert_eq!(a.event_id().len(), 4 + 26);
     }

@@ -31,7 +31,9 @@ fn base_to_json(type_name: &str, text: &str) -> Value {
             .map(Value::from)
             .unwrap_or_else(|_| Value::String(text.to_owned())),
         "bool" => Value::Bool(text == "t"),
-        "json" | "jsonb" => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned())),
+        "json" | "jsonb" => {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+        }
         _ => Value::String(text.to_owned()),
     }
 }

@@ -1,1 +1,242 @@
-//! Trigger capture.
+//! Trigger capture: row triggers append each change to `walhook.capture`
+//! inside the writing transaction; `pg_notify` only wakes this source.
+//!
+//! The capture table is a queue, not a log read by high-water mark: rows
+//! are read in id order and deleted by the outbox transaction that stores
+//! them. A transaction that took an id early but commits late is simply
+//! read by a later batch, so nothing is skipped (the "sequence gap" of
+//! polled outboxes), and a rolled-back change never becomes visible.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_postgres::{Client, Notification, Row as PgRow};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{Ack, Batch, Source, SourceError};
+use crate::catalog::{Catalog, Column, TableInfo};
+use crate::change::value::text_to_json;
+use crate::change::{Action, Position, Row, RowChange, TableRef};
+use crate::config::CaptureConfig;
+use crate::db;
+
+/// Reads `walhook.capture`.
+pub struct TriggerSource {
+    client: Client,
+    wakeups: UnboundedReceiver<Notification>,
+    catalog: Catalog,
+    batch_size: i64,
+    poll_interval: Duration,
+    select: String,
+}
+
+impl TriggerSource {
+    pub async fn connect(
+        database_url: &str,
+        config: &CaptureConfig,
+    ) -> Result<TriggerSource, SourceError> {
+        let (client, wakeups) = db::connect_listening(database_url, "trigger capture").await?;
+        client.batch_execute("LISTEN walhook_capture").await?;
+        let catalog = Catalog::load(&client).await?;
+        let commit_times: String = client
+            .query_one("SHOW track_commit_timestamp", &[])
+            .await?
+            .get(0);
+        // The commit time when Postgres tracks it, else the time the
+        // writing transaction started.
+        let committed_at = if commit_times == "on" {
+            "coalesce(pg_xact_commit_timestamp(xmin), captured_at)"
+        } else {
+            "captured_at"
+        };
+        let select = format!(
+            "SELECT id, txid::text, relid, schema_name, table_name, action, record, old_record, actor, {committed_at}
+             FROM walhook.capture ORDER BY id LIMIT $1"
+        );
+        Ok(TriggerSource {
+            client,
+            wakeups,
+            catalog,
+            batch_size: i64::try_from(config.batch_size).unwrap_or(i64::MAX),
+            poll_interval: config.poll_interval,
+            select,
+        })
+    }
+
+    async fn fetch(&mut self) -> Result<Vec<PgRow>, SourceError> {
+        Ok(self
+            .client
+            .query(self.select.as_str(), &[&self.batch_size])
+            .await?)
+    }
+
+    async fn change_from(&mut self, row: &PgRow) -> Result<RowChange, SourceError> {
+        let id: i64 = row.get(0);
+        let txid: String = row.get(1);
+        let relid: u32 = row.get(2);
+        let schema: String = row.get(3);
+        let name: String = row.get(4);
+        let action_text: String = row.get(5);
+        let record: Option<Vec<Option<String>>> = row.get(6);
+        let old_record: Option<Vec<Option<String>>> = row.get(7);
+        let committed_at: DateTime<Utc> = row.get(9);
+        let action = Action::parse(&action_text).ok_or_else(|| {
+            SourceError::Protocol(format!(
+                "capture row {id} has unknown action '{action_text}'"
+            ))
+        })?;
+        let columns: Vec<&str> = record
+            .iter()
+            .chain(old_record.iter())
+            .flat_map(|pairs| pairs.iter().step_by(2).flatten().map(String::as_str))
+            .collect();
+        let table = self.table_info(relid, &schema, &name, &columns).await?;
+        let record = record.map(|pairs| to_row(&table, &self.catalog, &pairs));
+        let old_record = old_record.map(|pairs| to_row(&table, &self.catalog, &pairs));
+        let key = key_of(&table, record.as_ref().or(old_record.as_ref()));
+        Ok(RowChange {
+            table: TableRef {
+                relid,
+                schema,
+                name,
+            },
+            action,
+            record,
+            old_record,
+            key,
+            actor: row.get(8),
+            txid: txid
+                .parse::<u64>()
+                .map(|x| (x & 0xFFFF_FFFF) as u32)
+                .unwrap_or(0),
+            commit_lsn: None,
+            committed_at,
+            position: Position::Capture { id },
+        })
+    }
+
+    /// The table's current shape, reloaded when the captured row names a
+    /// column the cached shape lacks (a column added since).
+    async fn table_info(
+        &mut self,
+        relid: u32,
+        schema: &str,
+        name: &str,
+        columns: &[&str],
+    ) -> Result<Arc<TableInfo>, SourceError> {
+        let mut table = self.catalog.table(&self.client, relid).await?;
+        if table
+            .as_ref()
+            .is_some_and(|t| columns.iter().any(|c| t.column(c).is_none()))
+        {
+            self.catalog.forget_table(relid);
+            table = self.catalog.table(&self.client, relid).await?;
+        }
+        Ok(table.unwrap_or_else(|| {
+            // Dropped since: keep the values as text, in captured order.
+            Arc::new(TableInfo {
+                relid,
+                schema: schema.to_owned(),
+                name: name.to_owned(),
+                columns: columns
+                    .iter()
+                    .map(|c| Column {
+                        name: (*c).to_owned(),
+                        type_oid: 0,
+                    })
+                    .collect(),
+                key_columns: Vec::new(),
+            })
+        }))
+    }
+}
+
+/// Captured `[name, value, name, value, ...]` as a row in table column
+/// order, each value mapped by its column's type.
+fn to_row(table: &TableInfo, catalog: &Catalog, pairs: &[Option<String>]) -> Row {
+    let values: HashMap<&str, Option<&str>> = pairs
+        .chunks(2)
+        .filter_map(|pair| match pair {
+            [Some(name), value] => Some((name.as_str(), value.as_deref())),
+            _ => None,
+        })
+        .collect();
+    let mut row = Row::new();
+    for column in &table.columns {
+        if let Some(value) = values.get(column.name.as_str()) {
+            let json = value.map_or(Value::Null, |text| {
+                text_to_json(&catalog.types, column.type_oid, text)
+            });
+            row.insert(column.name.clone(), json);
+        }
+    }
+    // Columns dropped after the change was captured keep their text.
+    for pair in pairs.chunks(2) {
+        if let [Some(name), value] = pair {
+            if !row.contains_key(name) {
+                row.insert(
+                    name.clone(),
+                    value.clone().map_or(Value::Null, Value::String),
+                );
+            }
+        }
+    }
+    row
+}
+
+fn key_of(table: &TableInfo, row: Option<&Row>) -> Vec<Value> {
+    let Some(row) = row else {
+        return Vec::new();
+    };
+    if table.key_columns.iter().any(|c| !row.contains_key(c)) {
+        return Vec::new();
+    }
+    table
+        .key_columns
+        .iter()
+        .map(|c| row.get(c).cloned().unwrap_or(Value::Null))
+        .collect()
+}
+
+impl Source for TriggerSource {
+    async fn next_batch(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Batch>, SourceError> {
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(None);
+            }
+            while self.wakeups.try_recv().is_ok() {}
+            let rows = self.fetch().await?;
+            if !rows.is_empty() {
+                let mut changes = Vec::with_capacity(rows.len());
+                let mut ids = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    ids.push(row.get::<_, i64>(0));
+                    changes.push(self.change_from(row).await?);
+                }
+                debug!(changes = changes.len(), "captured batch");
+                return Ok(Some(Batch {
+                    changes,
+                    ack: Ack::DeleteCaptured(ids),
+                }));
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                _ = self.wakeups.recv() => {}
+                () = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+
+    async fn committed(&mut self, _ack: &Ack) -> Result<(), SourceError> {
+        // The capture rows were deleted inside the outbox transaction.
+        Ok(())
+    }
+}

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The server tests create their databases on; `scripts/test` prepares it.
 pub fn server_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn url_with_database(base: &str, database: &str) -> String {
@@ -26,7 +27,9 @@ fn url_with_database(base: &str, database: &str) -> String {
 }
 
 pub async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect to the test database");
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to the test database");
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -49,10 +52,15 @@ impl TestDb {
             rand::random::<u32>()
         );
         let admin = connect(&server_url()).await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
         let url = url_with_database(&server_url(), &name);
         let mut client = connect(&url).await;
-        walhook::migrate::migrate(&mut client).await.expect("migrations apply");
+        walhook::migrate::migrate(&mut client)
+            .await
+            .expect("migrations apply");
         TestDb { url, name }
     }
 
@@ -66,8 +74,14 @@ impl TestDb {
             rand::random::<u32>()
         );
         let admin = connect(&server_url()).await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-        TestDb { url: url_with_database(&server_url(), &name), name }
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        TestDb {
+            url: url_with_database(&server_url(), &name),
+            name,
+        }
     }
 
     pub async fn client(&self) -> Client {
@@ -109,7 +123,10 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -141,17 +158,29 @@ impl Receiver {
     }
 
     pub async fn start(responder: Responder) -> Receiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
         let received = Arc::new(Mutex::new(Vec::new()));
-        let state = ReceiverState { received: received.clone(), responder };
+        let state = ReceiverState {
+            received: received.clone(),
+            responder,
+        };
         let app = axum::Router::new().fallback(handle).with_state(state);
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stopped.cancelled().await }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.cancelled().await })
+                .await;
         });
-        Receiver { url: format!("http://{addr}/hooks"), addr, received, stop }
+        Receiver {
+            url: format!("http://{addr}/hooks"),
+            addr,
+            received,
+            stop,
+        }
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -178,7 +207,11 @@ impl Drop for Receiver {
 }
 
 async fn handle(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> Response {
-    let request = Received { headers, body, at: Instant::now() };
+    let request = Received {
+        headers,
+        body,
+        at: Instant::now(),
+    };
     let nth = {
         let mut received = state.received.lock().expect("receiver lock");
         received.push(request.clone());
@@ -191,10 +224,58 @@ async fn handle(State(state): State<ReceiverState>, headers: HeaderMap, body: By
 pub async fn wait_for_count(client: &Client, query: &str, want: i64, timeout: Duration) -> i64 {
     let deadline = Instant::now() + timeout;
     loop {
-        let got: i64 = client.query_one(query, &[]).await.expect("count query").get(0);
+        let got: i64 = client
+            .query_one(query, &[])
+            .await
+            .expect("count query")
+            .get(0);
         if got == want || Instant::now() >= deadline {
             return got;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A relay running in this process.
+pub struct Relay {
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Relay {
+    /// Starts `walhook run` in-process against `url`, with private targets
+    /// allowed, a short retry schedule and an ephemeral admin port.
+    pub fn start(url: &str, mode: walhook::config::CaptureMode) -> Relay {
+        Relay::start_with(test_config(url, mode))
+    }
+
+    pub fn start_with(config: walhook::config::Config) -> Relay {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(walhook::relay::run(config, shutdown.clone()));
+        Relay { shutdown, task }
+    }
+
+    /// Shuts down and waits for the drain; panics if the relay failed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("relay drains within 30 s")
+            .expect("relay task did not panic");
+        result.expect("relay stopped cleanly");
+    }
+}
+
+pub fn test_config(url: &str, mode: walhook::config::CaptureMode) -> walhook::config::Config {
+    let mut config = walhook::config::Config {
+        database_url: Some(url.to_owned()),
+        ..Default::default()
+    };
+    config.capture.mode = mode;
+    config.capture.poll_interval = Duration::from_millis(200);
+    config.delivery.allow_private_targets = true;
+    config.delivery.retry_schedule = "0s,200ms,200ms".parse().expect("schedule");
+    config.delivery.timeout = Duration::from_secs(5);
+    config.admin.listen = "127.0.0.1:0".parse().expect("address");
+    config
 }

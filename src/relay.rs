@@ -1,1 +1,0 @@
-//! `walhook run`: capture, route, outbox and delivery wired together.

@@ -1,0 +1,204 @@
+//! The capture loop: one relay at a time captures (it holds a Postgres
+//! advisory lock), reading batches from the source, writing them to the
+//! outbox and only then acknowledging them. Errors reconnect with backoff;
+//! a batch that was not acknowledged is read again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{CaptureConfig, CaptureMode};
+use crate::db;
+use crate::outbox::Outbox;
+use crate::source::trigger::TriggerSource;
+use crate::source::{Ack, Source, SourceError};
+
+/// Only the holder of this lock captures; the others deliver and wait.
+const CAPTURE_LOCK: i64 = 0x7761_6c68_6f6f_6b02;
+
+/// What the rest of the relay can see of capture.
+#[derive(Debug, Default)]
+pub struct CaptureState {
+    pub leader: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Connect(#[from] db::DbError),
+    #[error("lost the capture lock's connection")]
+    LostLock,
+}
+
+impl CaptureError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            CaptureError::Source(e) => e.is_retryable(),
+            _ => true,
+        }
+    }
+}
+
+/// Captures until `shutdown`; returns an error only for a state an
+/// operator must fix (an invalidated slot, say).
+pub async fn run(
+    url: String,
+    config: CaptureConfig,
+    wake: Arc<Notify>,
+    state: Arc<CaptureState>,
+    shutdown: CancellationToken,
+) -> Result<(), CaptureError> {
+    let mut backoff = Backoff::new();
+    while !shutdown.is_cancelled() {
+        let result = lead(&url, &config, &wake, &state, &shutdown).await;
+        state.leader.store(false, Ordering::Relaxed);
+        metrics::gauge!("walhook_capture_leader").set(0.0);
+        match result {
+            Ok(()) => backoff.reset(),
+            Err(error) if error.is_retryable() => {
+                let delay = backoff.next_delay();
+                warn!(%error, retry_in_ms = delay.as_millis() as u64, "capture interrupted; reconnecting");
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the capture lock, then captures while holding it.
+async fn lead(
+    url: &str,
+    config: &CaptureConfig,
+    wake: &Notify,
+    state: &CaptureState,
+    shutdown: &CancellationToken,
+) -> Result<(), CaptureError> {
+    let lock = db::connect(url, "capture lock").await?;
+    if !wait_for_lock(&lock, shutdown).await? {
+        return Ok(());
+    }
+    info!(mode = %config.mode, "capturing");
+    state.leader.store(true, Ordering::Relaxed);
+    metrics::gauge!("walhook_capture_leader").set(1.0);
+    let outbox = Outbox::new(db::connect(url, "outbox").await?);
+    match config.mode {
+        CaptureMode::Trigger => {
+            let source = TriggerSource::connect(url, config).await?;
+            pump(source, outbox, &lock, wake, shutdown).await
+        }
+        CaptureMode::Replication => Err(CaptureError::Source(SourceError::Fatal(
+            "replication capture is not available in this build; run with --mode trigger".into(),
+        ))),
+    }
+}
+
+async fn wait_for_lock(lock: &Client, shutdown: &CancellationToken) -> Result<bool, CaptureError> {
+    let mut announced = false;
+    loop {
+        let held: bool = lock
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&CAPTURE_LOCK])
+            .await?
+            .get(0);
+        if held {
+            return Ok(true);
+        }
+        if !announced {
+            info!("another relay is capturing; this one delivers and stands by");
+            announced = true;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(false),
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Source → outbox → acknowledge, batch after batch.
+async fn pump<S: Source>(
+    mut source: S,
+    mut outbox: Outbox,
+    lock: &Client,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> Result<(), CaptureError> {
+    while let Some(batch) = source.next_batch(shutdown).await? {
+        if lock.is_closed() {
+            return Err(CaptureError::LostLock);
+        }
+        if !batch.changes.is_empty() {
+            let written = outbox.write(&batch).await?;
+            metrics::counter!("walhook_changes_captured_total")
+                .increment(batch.changes.len() as u64);
+            metrics::counter!("walhook_events_written_total").increment(written.events);
+            if written.deliveries > 0 {
+                wake.notify_one();
+            }
+        }
+        if batch.ack != Ack::Nothing {
+            source.committed(&batch.ack).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Exponential backoff from 100 ms to 10 s, for reconnects.
+#[derive(Debug)]
+pub struct Backoff {
+    current: Duration,
+}
+
+impl Backoff {
+    const START: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(10);
+
+    pub fn new() -> Backoff {
+        Backoff {
+            current: Backoff::START,
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(Backoff::MAX);
+        delay
+    }
+
+    pub fn reset(&mut self) {
+        self.current = Backoff::START;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap_and_resets() {
+        let mut backoff = Backoff::new();
+        let delays: Vec<u128> = (0..9).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+}
