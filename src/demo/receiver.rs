@@ -187,6 +187,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn standard_webhooks_specification_example_signs_as_published() {
+        // The example of the Standard Webhooks specification.
+        let webhook = standardwebhooks::Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .map_err(|e| e.to_string());
+        let signature = webhook.and_then(|w| {
+            w.sign(
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#,
+            )
+            .map_err(|e| e.to_string())
+        });
+        assert_eq!(
+            signature.as_deref(),
+            Ok("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
+    }
+
     fn signed(secret: &str, body: &str) -> HeaderMap {
         let timestamp = chrono::Utc::now().timestamp();
         let webhook = standardwebhooks::Webhook::new(secret).map_err(|e| e.to_string());
