@@ -417,7 +417,10 @@ async fn write_sample_rows(
         client.batch_execute(&sql).await?;
         pause(pace, shutdown).await;
     }
-    info!(expected_deliveries = SAMPLE_DELIVERIES, "sample rows written");
+    info!(
+        expected_deliveries = SAMPLE_DELIVERIES,
+        "sample rows written"
+    );
     Ok(())
 }
 
