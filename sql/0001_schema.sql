@@ -63,7 +63,7 @@ CREATE TABLE walhook.events (
     commit_lsn pg_lsn,
     created_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX events_created_at ON walhook.events (created_at);
+CREATE INDEX events_created_at ON walhook.events (created_at, id);
 
 CREATE TABLE walhook.deliveries (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -88,6 +88,9 @@ CREATE INDEX deliveries_due ON walhook.deliveries (next_attempt_at, id)
 CREATE INDEX deliveries_open_by_row ON walhook.deliveries (subscription_id, row_key, id)
     WHERE state IN ('pending', 'in_flight');
 CREATE INDEX deliveries_by_subscription ON walhook.deliveries (subscription_id, id);
+-- Pruning: finished history by age.
+CREATE INDEX deliveries_delivered_at ON walhook.deliveries (delivered_at) WHERE state = 'delivered';
+CREATE INDEX deliveries_dead_by_age ON walhook.deliveries (created_at) WHERE state = 'dead';
 
 CREATE TABLE walhook.attempts (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

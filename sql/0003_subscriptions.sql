@@ -156,6 +156,29 @@ BEGIN
     PERFORM pg_notify('walhook_deliveries', '');
 END $$;
 
+-- Replaces the secret; requests keep carrying a signature made with the
+-- old one too until `keep_old` has passed, so receivers can switch over.
+-- Returns the new secret.
+CREATE FUNCTION walhook.rotate_secret(id bigint, new_secret text DEFAULT NULL,
+                                      keep_old interval DEFAULT interval '24 hours') RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    fresh text := coalesce(new_secret, walhook.generate_secret());
+BEGIN
+    PERFORM walhook.require_subscription(rotate_secret.id, 'walhook.rotate_secret');
+    IF keep_old IS NULL OR keep_old < interval '0' THEN
+        RAISE EXCEPTION 'walhook.rotate_secret: keep_old must be an interval of zero or more'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. keep_old => interval ''24 hours''; interval ''0'' drops the old secret at once.';
+    END IF;
+    UPDATE walhook.subscriptions s
+    SET previous_secret = CASE WHEN keep_old > interval '0' THEN s.secret END,
+        previous_secret_expires_at = CASE WHEN keep_old > interval '0' THEN now() + keep_old END,
+        secret = fresh
+    WHERE s.id = rotate_secret.id;
+    RETURN fresh;
+END $$;
+
 -- Queues the delivery again: same event, same webhook-id, a fresh attempt
 -- count; earlier attempts stay in walhook.attempts.
 CREATE FUNCTION walhook.redeliver(delivery_id bigint) RETURNS void
@@ -179,35 +202,108 @@ BEGIN
     PERFORM pg_notify('walhook_deliveries', '');
 END $$;
 
--- Queues again every event since `since` that the subscription's patterns
--- match, also events from before it existed. Returns how many were queued.
+-- A replay in progress: events of [since, until) are queued for the
+-- subscription in chunks, each its own transaction, so a large range never
+-- holds many rows locked at once nor delays delivery until it is all done.
+CREATE TABLE walhook.replays (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    subscription_id   bigint NOT NULL REFERENCES walhook.subscriptions (id) ON DELETE CASCADE,
+    since             timestamptz NOT NULL,
+    until             timestamptz NOT NULL,
+    requested_at      timestamptz NOT NULL DEFAULT now(),
+    cursor_created_at timestamptz,
+    cursor_event_id   text,
+    queued            bigint NOT NULL DEFAULT 0,
+    done_at           timestamptz
+);
+
+-- Queues the next `chunk` events of replay `replay_id`; returns how many
+-- events it went through (0 once the replay is done).
+CREATE FUNCTION walhook.replay_chunk(replay_id bigint, chunk integer DEFAULT 5000) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    job walhook.replays;
+    patterns text[];
+    seen integer;
+    requeued bigint;
+    added bigint;
+    last_created timestamptz;
+    last_id text;
+BEGIN
+    SELECT * INTO job FROM walhook.replays r WHERE r.id = replay_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND OR job.done_at IS NOT NULL THEN
+        RETURN 0;
+    END IF;
+    SELECT s.events INTO patterns FROM walhook.subscriptions s WHERE s.id = job.subscription_id;
+    CREATE TEMP TABLE IF NOT EXISTS walhook_replay_chunk (id text, created_at timestamptz, row_key text, type text)
+        ON COMMIT DROP;
+    TRUNCATE walhook_replay_chunk;
+    INSERT INTO walhook_replay_chunk
+    SELECT e.id, e.created_at, e.row_key, e.type FROM walhook.events e
+    WHERE e.created_at >= job.since AND e.created_at < job.until
+      AND (job.cursor_created_at IS NULL
+           OR (e.created_at, e.id) > (job.cursor_created_at, job.cursor_event_id))
+    ORDER BY e.created_at, e.id
+    LIMIT chunk;
+    GET DIAGNOSTICS seen = ROW_COUNT;
+    IF seen = 0 THEN
+        UPDATE walhook.replays r SET done_at = now() WHERE r.id = replay_id;
+        RETURN 0;
+    END IF;
+    SELECT c.created_at, c.id INTO last_created, last_id FROM walhook_replay_chunk c
+    ORDER BY c.created_at DESC, c.id DESC LIMIT 1;
+    UPDATE walhook.deliveries d
+    SET state = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL
+    FROM walhook_replay_chunk c
+    WHERE d.subscription_id = job.subscription_id AND d.event_id = c.id
+      AND d.state IN ('delivered', 'dead');
+    GET DIAGNOSTICS requeued = ROW_COUNT;
+    INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
+    SELECT c.id, job.subscription_id, c.row_key FROM walhook_replay_chunk c
+    WHERE walhook.event_matches(c.type, patterns)
+    ORDER BY c.created_at, c.id
+    ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    UPDATE walhook.replays r
+    SET cursor_created_at = last_created, cursor_event_id = last_id,
+        queued = r.queued + requeued + added,
+        done_at = CASE WHEN seen < chunk THEN now() END
+    WHERE r.id = replay_id;
+    PERFORM pg_notify('walhook_deliveries', '');
+    RETURN seen;
+END $$;
+
+-- Queues again every event in [since, until) that the subscription's
+-- patterns match, also events from before it existed, with the same event
+-- ids. The first chunk is queued at once; a running relay queues the rest
+-- in the background (progress in walhook.replays). Returns the number of
+-- matching events.
 CREATE FUNCTION walhook.replay(subscription_id bigint, since timestamptz,
                                until timestamptz DEFAULT NULL) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
     patterns text[];
-    requeued bigint;
-    added bigint;
+    job bigint;
+    matching bigint;
 BEGIN
     PERFORM walhook.require_subscription(replay.subscription_id, 'walhook.replay');
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'walhook.replay: since must be a time'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. walhook.replay(1, since => now() - interval ''1 hour'').';
+    END IF;
     SELECT s.events INTO patterns FROM walhook.subscriptions s WHERE s.id = replay.subscription_id;
-    UPDATE walhook.deliveries d
-    SET state = 'pending', attempts = 0, next_attempt_at = now(), lease_until = NULL
-    FROM walhook.events e
-    WHERE d.subscription_id = replay.subscription_id AND d.event_id = e.id
-      AND e.created_at >= since AND (until IS NULL OR e.created_at < until)
-      AND d.state IN ('delivered', 'dead');
-    GET DIAGNOSTICS requeued = ROW_COUNT;
-    INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
-    SELECT e.id, replay.subscription_id, e.row_key
-    FROM walhook.events e
-    WHERE e.created_at >= since AND (until IS NULL OR e.created_at < until)
-      AND walhook.event_matches(e.type, patterns)
-    ORDER BY e.created_at, e.id
-    ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING;
-    GET DIAGNOSTICS added = ROW_COUNT;
-    PERFORM pg_notify('walhook_deliveries', '');
-    RETURN requeued + added;
+    INSERT INTO walhook.replays (subscription_id, since, until)
+    VALUES (replay.subscription_id, since, coalesce(until, now()))
+    RETURNING id INTO job;
+    SELECT count(*) INTO matching FROM walhook.events e
+    WHERE e.created_at >= since AND e.created_at < coalesce(until, now())
+      AND (walhook.event_matches(e.type, patterns)
+           OR EXISTS (SELECT 1 FROM walhook.deliveries d
+                      WHERE d.event_id = e.id AND d.subscription_id = replay.subscription_id));
+    PERFORM walhook.replay_chunk(job, 5000);
+    PERFORM pg_notify('walhook_replays', job::text);
+    RETURN matching;
 END $$;
 
 -- The delivery history, newest first: one row a delivery, with its event,

@@ -5,7 +5,8 @@
 //! `walhook_deliveries_delivered_total`, `walhook_deliveries_failed_total`,
 //! `walhook_deliveries_dead_total`, `walhook_delivery_duration_seconds`,
 //! `walhook_delivery_latency_seconds`, `walhook_outbox_depth{state}`,
-//! `walhook_capture_leader`.
+//! `walhook_capture_leader`, `walhook_replication_lag_bytes`,
+//! `walhook_replication_confirmed_lsn`.
 
 use std::sync::OnceLock;
 

@@ -85,6 +85,17 @@ pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
             );
         }
     }
+    let rate: f64 = client
+        .query_one(
+            "SELECT count(*)::float8 / 60 FROM walhook.events WHERE created_at > now() - interval '1 minute'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let _ = writeln!(
+        out,
+        "          {rate:.1} changes captured per second (last minute)"
+    );
     let depth = outbox_depth(client).await?;
     let depth_text: Vec<String> = depth
         .iter()
@@ -169,4 +180,24 @@ pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
         }
     }
     Ok(out)
+}
+
+/// The replication slot's lag behind the server's WAL and its confirmed
+/// LSN, when the slot exists.
+pub async fn slot_lag(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<(i64, u64)>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::int8,
+                    coalesce(confirmed_flush_lsn::text, '0/0')
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    Ok(row.map(|r| {
+        let lsn: String = r.get(1);
+        (r.get(0), crate::change::parse_lsn(&lsn).unwrap_or(0))
+    }))
 }

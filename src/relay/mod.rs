@@ -3,6 +3,7 @@
 //! drains and the relay returns.
 
 pub mod capture;
+pub mod maintenance;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,7 +55,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         capture_state,
         stop.clone(),
     ));
-    let gauges = tokio::spawn(report_depth(url, stop.clone()));
+    let upkeep = tokio::spawn(maintenance::run(
+        url.clone(),
+        config.delivery.clone(),
+        stop.clone(),
+    ));
+    let gauges = tokio::spawn(report_gauges(
+        url,
+        config.capture.slot.clone(),
+        stop.clone(),
+    ));
 
     let mut failure: Option<anyhow::Error> = None;
     tokio::select! {
@@ -80,6 +90,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     let _ = gauges.await;
+    let _ = upkeep.await;
     let _ = admin.task.await;
     match failure {
         Some(error) => Err(error),
@@ -119,8 +130,8 @@ async fn apply_capture_mode(client: &Client, mode: CaptureMode) -> anyhow::Resul
     Ok(())
 }
 
-/// Keeps `walhook_outbox_depth{state}` current.
-async fn report_depth(url: String, stop: CancellationToken) {
+/// Keeps `walhook_outbox_depth{state}` and the slot gauges current.
+async fn report_gauges(url: String, slot: String, stop: CancellationToken) {
     let mut client: Option<Client> = None;
     loop {
         if client.as_ref().is_none_or(Client::is_closed) {
@@ -134,6 +145,10 @@ async fn report_depth(url: String, stop: CancellationToken) {
                     }
                 }
                 Err(error) => warn!(%error, "cannot read the outbox depth"),
+            }
+            if let Ok(Some((lag, confirmed))) = crate::status::slot_lag(c, &slot).await {
+                metrics::gauge!("walhook_replication_lag_bytes").set(lag as f64);
+                metrics::gauge!("walhook_replication_confirmed_lsn").set(confirmed as f64);
             }
         }
         tokio::select! {

@@ -279,3 +279,56 @@ pub fn test_config(url: &str, mode: walhook::config::CaptureMode) -> walhook::co
     config.admin.listen = "127.0.0.1:0".parse().expect("address");
     config
 }
+
+/// A `walhook run` process, killed when the test ends however it ends.
+pub struct RelayProcess(pub std::process::Child);
+
+impl RelayProcess {
+    /// Starts the binary against `url` in `mode`, private targets allowed.
+    pub fn spawn(url: &str, mode: walhook::config::CaptureMode) -> RelayProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_walhook"))
+            .args([
+                "run",
+                "--mode",
+                mode.as_str(),
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--allow-private-targets",
+            ])
+            .env("DATABASE_URL", url)
+            .env_remove("WALHOOK_CONFIG")
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("walhook run starts");
+        RelayProcess(child)
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then the exit status (None if it did not exit in time).
+    pub fn sigterm(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
