@@ -1,0 +1,384 @@
+//! A throwaway PostgreSQL server for `walhook demo`: the installed server
+//! programs, a fresh data directory in a temporary directory, a free port
+//! on 127.0.0.1, logical replication on. Stopped and removed on drop.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use thiserror::Error;
+use tracing::{debug, warn};
+
+/// What to install when no server programs exist.
+pub const INSTALL_HINT: &str = "  Debian, Ubuntu:  sudo apt-get install postgresql\n  \
+     macOS:           brew install postgresql@16\n  \
+     Fedora, RHEL:    sudo dnf install postgresql-server\n\
+     or run the demo against a database you already have: DATABASE_URL=postgres://user@host/db walhook demo";
+
+#[derive(Debug, Error)]
+pub enum PostgresError {
+    #[error(
+        "walhook demo starts a throwaway PostgreSQL and needs its server programs (initdb, pg_ctl, postgres), \
+         but found none in {searched}. Install them:\n{INSTALL_HINT}"
+    )]
+    NotInstalled { searched: String },
+    #[error("cannot prepare the throwaway database directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("running as root, and PostgreSQL refuses to run as root; neither the user postgres nor nobody exists to run it as (run the demo as an ordinary user)")]
+    NoUnprivilegedUser,
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}):\n{output}")]
+    Failed {
+        program: String,
+        status: String,
+        output: String,
+    },
+    #[error("cannot find a free port on 127.0.0.1: {0}")]
+    Port(std::io::Error),
+}
+
+/// A directory holding `initdb`, `pg_ctl` and `postgres`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerBinaries {
+    pub dir: PathBuf,
+}
+
+impl ServerBinaries {
+    fn program(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn complete(dir: &Path) -> bool {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|name| dir.join(name).is_file())
+    }
+}
+
+/// Finds the server programs: the newest of the versioned installs
+/// (Debian's /usr/lib/postgresql/N, PGDG's /usr/pgsql-N, Homebrew's
+/// postgresql@N), then `pg_config --bindir`, then `PATH`.
+pub fn find_server_binaries() -> Result<ServerBinaries, PostgresError> {
+    let versioned = [
+        ("/usr/lib/postgresql", ""),
+        ("/usr", "pgsql-"),
+        ("/opt/homebrew/opt", "postgresql@"),
+        ("/usr/local/opt", "postgresql@"),
+    ];
+    let pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    find_in(&versioned, pg_config, std::env::var_os("PATH"))
+}
+
+fn find_in(
+    versioned: &[(&str, &str)],
+    pg_config_bindir: Option<PathBuf>,
+    path: Option<OsString>,
+) -> Result<ServerBinaries, PostgresError> {
+    let mut installs: Vec<(Vec<u32>, PathBuf)> = Vec::new();
+    for (parent, prefix) in versioned {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(version) = name.strip_prefix(prefix) else {
+                continue;
+            };
+            let Ok(version) = version
+                .split('.')
+                .map(str::parse::<u32>)
+                .collect::<Result<Vec<_>, _>>()
+            else {
+                continue;
+            };
+            installs.push((version, entry.path().join("bin")));
+        }
+    }
+    installs.sort_by(|a, b| b.0.cmp(&a.0));
+    let candidates = installs
+        .into_iter()
+        .map(|(_, dir)| dir)
+        .chain(pg_config_bindir)
+        .chain(path.iter().flat_map(std::env::split_paths));
+    for dir in candidates {
+        if ServerBinaries::complete(&dir) {
+            return Ok(ServerBinaries { dir });
+        }
+    }
+    let mut searched: Vec<String> = versioned
+        .iter()
+        .map(|(parent, prefix)| format!("{parent}/{prefix}*/bin"))
+        .collect();
+    searched.push("`pg_config --bindir`".into());
+    searched.push("PATH".into());
+    Err(PostgresError::NotInstalled {
+        searched: searched.join(", "),
+    })
+}
+
+/// The operating-system user the server runs as.
+#[derive(Debug, Clone, Copy)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+/// `/etc/passwd`'s uid and gid of `name`.
+fn passwd_entry(passwd: &str, name: &str) -> Option<RunAs> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != name {
+            return None;
+        }
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some(RunAs { uid, gid })
+    })
+}
+
+/// A running throwaway server. Dropping it stops the server and removes
+/// its directory.
+#[derive(Debug)]
+pub struct ThrowawayPostgres {
+    binaries: ServerBinaries,
+    dir: PathBuf,
+    run_as: Option<RunAs>,
+    port: u16,
+    running: bool,
+}
+
+impl ThrowawayPostgres {
+    /// Creates the data directory, starts the server and waits until it
+    /// accepts connections. Blocking: call it from a blocking task.
+    pub fn start(binaries: ServerBinaries) -> Result<ThrowawayPostgres, PostgresError> {
+        let dir = std::env::temp_dir().join(format!(
+            "walhook-demo-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let dir_error = |source| PostgresError::Dir {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(dir_error)?;
+        // From here on, dropping `server` removes the directory.
+        let mut server = ThrowawayPostgres {
+            binaries,
+            dir: dir.clone(),
+            run_as: None,
+            port: 0,
+            running: false,
+        };
+
+        // The directory belongs to whoever we run as; PostgreSQL refuses
+        // to run as root, so then it runs as postgres (or nobody).
+        let owner = std::fs::metadata(&dir).map_err(dir_error)?.uid();
+        if owner == 0 {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let run_as = passwd_entry(&passwd, "postgres")
+                .or_else(|| passwd_entry(&passwd, "nobody"))
+                .ok_or(PostgresError::NoUnprivilegedUser)?;
+            std::os::unix::fs::chown(&dir, Some(run_as.uid), Some(run_as.gid))
+                .map_err(dir_error)?;
+            server.run_as = Some(run_as);
+        }
+
+        let data = dir.join("data");
+        let initdb = [
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-U".as_ref(),
+            "postgres".as_ref(),
+            "--auth=trust".as_ref(),
+            "--encoding=UTF8".as_ref(),
+            "--no-locale".as_ref(),
+            "--no-sync".as_ref(),
+        ];
+        server.run("initdb", &initdb)?;
+
+        server.port = free_port()?;
+        let mut settings = String::from("\n# walhook demo\n");
+        let socket_dir = dir.to_string_lossy().replace('\'', "''");
+        let _ = write!(
+            settings,
+            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{socket_dir}'\n\
+             wal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4\n\
+             track_commit_timestamp = on\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+            server.port
+        );
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(dir_error)?;
+        text.push_str(&settings);
+        std::fs::write(&conf, text).map_err(dir_error)?;
+
+        let log = dir.join("server.log");
+        let start = [
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-w".as_ref(),
+            "-t".as_ref(),
+            "60".as_ref(),
+            "start".as_ref(),
+        ];
+        server.running = true;
+        if let Err(error) = server.run("pg_ctl", &start) {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(PostgresError::Failed {
+                program: "pg_ctl start".into(),
+                status: error.to_string(),
+                output: tail.join("\n"),
+            });
+        }
+        debug!(dir = %dir.display(), port = server.port, "throwaway postgres started");
+        Ok(server)
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The temporary directory holding the data, the socket and the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops the server (fast shutdown) and removes its directory; safe to
+    /// call twice. Blocking.
+    pub fn stop(&mut self) {
+        if self.running {
+            self.running = false;
+            let data = self.dir.join("data");
+            let args = [
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+                "-w".as_ref(),
+                "stop".as_ref(),
+            ];
+            if let Err(error) = self.run("pg_ctl", &args) {
+                warn!(%error, "could not stop the throwaway postgres");
+            }
+        }
+        if self.dir.exists() {
+            if let Err(error) = std::fs::remove_dir_all(&self.dir) {
+                warn!(%error, dir = %self.dir.display(), "could not remove the throwaway database directory");
+            }
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<Output, PostgresError> {
+        let path = self.binaries.program(program);
+        let mut command = Command::new(&path);
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .env("LC_ALL", "C")
+            .env_remove("PGDATA");
+        // Its own process group: the terminal's Ctrl-C reaches walhook,
+        // which then stops the server in order.
+        command.process_group(0);
+        if let Some(user) = self.run_as {
+            command.uid(user.uid).gid(user.gid);
+        }
+        let output = command.output().map_err(|source| PostgresError::Spawn {
+            program: path.clone(),
+            source,
+        })?;
+        if !output.status.success() {
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            return Err(PostgresError::Failed {
+                program: format!(
+                    "{program} {}",
+                    args.last().map(|a| a.to_string_lossy()).unwrap_or_default()
+                ),
+                status: output.status.to_string(),
+                output: text.trim().to_owned(),
+            });
+        }
+        Ok(output)
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> Result<u16, PostgresError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(PostgresError::Port)?;
+    Ok(listener.local_addr().map_err(PostgresError::Port)?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_server_programs_the_error_says_what_to_install() {
+        let empty = std::env::temp_dir().join(format!("walhook-empty-{}", std::process::id()));
+        let roots = [(empty.to_str().unwrap_or("/nonexistent"), "")];
+        let err = find_in(&roots, None, Some(OsString::from("/nonexistent")))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("apt-get install postgresql"), "{err}");
+        assert!(err.contains("brew install postgresql@16"), "{err}");
+        assert!(err.contains("dnf install postgresql-server"), "{err}");
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn the_newest_versioned_install_wins() {
+        let root = std::env::temp_dir().join(format!(
+            "walhook-pgroot-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        for version in ["9.6", "16", "10"] {
+            let bin = root.join(version).join("bin");
+            std::fs::create_dir_all(&bin).unwrap_or_default();
+            for program in ["initdb", "pg_ctl", "postgres"] {
+                std::fs::write(bin.join(program), "").unwrap_or_default();
+            }
+        }
+        let found = find_in(&[(root.to_str().unwrap_or_default(), "")], None, None);
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(found.map(|b| b.dir).ok(), Some(root.join("16").join("bin")));
+    }
+
+    #[test]
+    fn passwd_entries_are_read() {
+        let passwd =
+            "root:x:0:0:root:/root:/bin/bash\npostgres:x:101:104::/var/lib/postgresql:/bin/bash\n";
+        let user = passwd_entry(passwd, "postgres").map(|u| (u.uid, u.gid));
+        assert_eq!(user, Some((101, 104)));
+        assert!(passwd_entry(passwd, "nobody").is_none());
+    }
+}
