@@ -156,6 +156,11 @@ async fn demo(
     config.capture.mode = mode;
     config.database_url = Some(url.to_owned());
     config.delivery.allow_private_targets = true;
+    // A relay already running here holds the admin port; the demo's own
+    // admin endpoints then take any free one.
+    if std::net::TcpListener::bind(config.admin.listen).is_err() {
+        config.admin.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    }
     config.delivery.retry_schedule = "0s,1s,2s,5s"
         .parse::<RetrySchedule>()
         .map_err(anyhow::Error::msg)?;

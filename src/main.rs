@@ -99,7 +99,13 @@ impl Settings {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo prints its own story; only problems are logged beside it.
+    let default_level = if matches!(cli.command, Command::Demo(_)) {
+        "walhook=warn"
+    } else {
+        "walhook=info"
+    };
+    init_logging(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -119,10 +125,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(default_level: &str) {
     let filter = std::env::var("WALHOOK_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "walhook=info".into());
+        .unwrap_or_else(|_| default_level.into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -440,7 +440,7 @@ pub(super) async fn reconnect(
     loop {
         match crate::db::connect(url, role).await {
             Ok(client) => {
-                info!(role, "reconnected to the database");
+                debug!(role, "connected to the database");
                 return Some(client);
             }
             Err(error) => warn!(role, %error, retry_in = ?backoff, "database unreachable"),
