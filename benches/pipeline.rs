@@ -48,6 +48,8 @@ struct Options {
     latency_seconds: u64,
     backlog: usize,
     server_url: String,
+    /// Only these phases (write-cost, throughput, latency, backlog); all when empty.
+    phases: Vec<String>,
 }
 
 impl Options {
@@ -60,6 +62,7 @@ impl Options {
             server_url: std::env::var("BENCH_DATABASE_URL")
                 .or_else(|_| std::env::var("TEST_DATABASE_URL"))
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+            phases: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -81,9 +84,15 @@ impl Options {
                     options.latency_seconds = number("--latency-seconds")? as u64
                 }
                 "--backlog" => options.backlog = number("--backlog")?,
+                "--only" => {
+                    let list = args
+                        .next()
+                        .context("--only takes phases, e.g. throughput,latency")?;
+                    options.phases = list.split(',').map(str::to_owned).collect();
+                }
                 "--bench" => {}
                 other if other.starts_with("--") => {
-                    bail!("unknown option {other}; use --quick, --changes N, --rate N, --latency-seconds N, --backlog N")
+                    bail!("unknown option {other}; use --quick, --changes N, --rate N, --latency-seconds N, --backlog N, --only PHASES")
                 }
                 _ => {}
             }
@@ -403,7 +412,11 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
-    fn start(db_url: &str, mode: &str) -> anyhow::Result<RelayProcess> {
+    fn start(db_url: &str, slot: &str, mode: &str) -> anyhow::Result<RelayProcess> {
+        // The slot is named after the database: slots are per server.
+        let config = std::env::temp_dir().join(format!("{slot}.toml"));
+        std::fs::write(&config, format!("[capture]\nslot = \"{slot}\"\n"))?;
+        let log = std::env::var("BENCH_RELAY_LOG").unwrap_or_else(|_| "walhook=warn".into());
         let child = Command::new(env!("CARGO_BIN_EXE_walhook"))
             .args([
                 "run",
@@ -413,8 +426,10 @@ impl RelayProcess {
                 "127.0.0.1:0",
                 "--allow-private-targets",
             ])
+            .arg("--config")
+            .arg(&config)
             .env("DATABASE_URL", db_url)
-            .env("WALHOOK_LOG", "walhook=warn")
+            .env("WALHOOK_LOG", log)
             .env_remove("WALHOOK_CONFIG")
             .current_dir(std::env::temp_dir())
             .stdout(Stdio::null())
@@ -618,7 +633,7 @@ impl Bench {
             self.client
                 .execute("SELECT walhook.watch($1)", &[&table])
                 .await?;
-            let relay = RelayProcess::start(&self.db_url, mode)?;
+            let relay = RelayProcess::start(&self.db_url, &self.db_name, mode)?;
             self.wait_capturing(mode).await?;
             self.receipts.reset();
             let attached = write_workload(&self.db_url, &table, &transactions).await?;
@@ -653,7 +668,7 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = if mode == "replication" {
-                count(&self.client, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walhook' AND active").await? > 0
+                count(&self.client, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = current_database() AND active").await? > 0
             } else {
                 count(&self.client, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'walhook trigger capture'").await? > 0
             };
@@ -683,9 +698,9 @@ impl Bench {
         // capture limit reads.
         self.client
             .batch_execute(
-                "SELECT pg_create_logical_replication_slot('walhook', 'pgoutput')
-                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'walhook');
-                 SELECT pg_create_logical_replication_slot('bench_capture', 'pgoutput');",
+                "SELECT pg_create_logical_replication_slot(current_database(), 'pgoutput')
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = current_database());
+                 SELECT pg_create_logical_replication_slot(current_database() || '_limit', 'pgoutput');",
             )
             .await?;
         let events_before_id: String = self
@@ -701,7 +716,7 @@ impl Bench {
 
         self.receipts.reset();
         let started = Instant::now();
-        let relay = RelayProcess::start(&self.db_url, "replication")?;
+        let relay = RelayProcess::start(&self.db_url, &self.db_name, "replication")?;
         let receipts = self.receipts.clone();
         wait_until(Duration::from_secs(300), || receipts.distinct() >= expected).await;
         let peak = relay.stop();
@@ -762,7 +777,7 @@ impl Bench {
     /// else: changes per second.
     async fn capture_limit(&self, expected: usize) -> anyhow::Result<f64> {
         let mut config = walhook::config::Config::default().capture;
-        config.slot = "bench_capture".into();
+        config.slot = format!("{}_limit", self.db_name);
         config.batch_size = 1000;
         let mut source =
             walhook::source::replication::ReplicationSource::connect(&self.db_url, &config).await?;
@@ -780,7 +795,7 @@ impl Bench {
         drop(source);
         tokio::time::sleep(Duration::from_millis(200)).await;
         self.client
-            .batch_execute("SELECT pg_drop_replication_slot('bench_capture')")
+            .execute("SELECT pg_drop_replication_slot($1)", &[&config.slot])
             .await
             .ok();
         Ok(rate)
@@ -840,7 +855,7 @@ impl Bench {
         self.client
             .execute("SELECT walhook.watch($1)", &[&table])
             .await?;
-        let relay = RelayProcess::start(&self.db_url, "replication")?;
+        let relay = RelayProcess::start(&self.db_url, &self.db_name, "replication")?;
         self.wait_capturing("replication").await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         self.receipts.reset();
@@ -953,7 +968,7 @@ impl Bench {
         }
         self.receipts.reset();
         let started = Instant::now();
-        let relay = RelayProcess::start(&self.db_url, "replication")?;
+        let relay = RelayProcess::start(&self.db_url, &self.db_name, "replication")?;
         let receipts = self.receipts.clone();
         wait_until(Duration::from_secs(600), || {
             receipts.distinct() >= n as usize
@@ -1010,10 +1025,20 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let mut bench = Bench::new(options).await?;
         let result = async {
-            bench.write_cost().await?;
-            bench.throughput().await?;
-            bench.latency().await?;
-            bench.backlog().await?;
+            let phases = bench.options.phases.clone();
+            let run = |name: &str| phases.is_empty() || phases.iter().any(|p| p == name);
+            if run("write-cost") {
+                bench.write_cost().await?;
+            }
+            if run("throughput") {
+                bench.throughput().await?;
+            }
+            if run("latency") {
+                bench.latency().await?;
+            }
+            if run("backlog") {
+                bench.backlog().await?;
+            }
             bench.report()
         }
         .await;

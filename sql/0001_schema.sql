@@ -81,13 +81,15 @@ CREATE TABLE walhook.deliveries (
     created_at      timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT delivery_once_per_event_and_subscription UNIQUE (event_id, subscription_id)
 );
--- Claiming: the due work, in order.
-CREATE INDEX deliveries_due ON walhook.deliveries (next_attempt_at, id)
-    WHERE state IN ('pending', 'in_flight');
+-- Claiming: per subscription, the due work in order.
+CREATE INDEX deliveries_claim ON walhook.deliveries (subscription_id, next_attempt_at, id)
+    WHERE state = 'pending';
+-- Taking over claims whose lease ran out.
+CREATE INDEX deliveries_leased ON walhook.deliveries (lease_until)
+    WHERE state = 'in_flight';
 -- Per-row order: is an earlier delivery of this row still open?
 CREATE INDEX deliveries_open_by_row ON walhook.deliveries (subscription_id, row_key, id)
     WHERE state IN ('pending', 'in_flight');
-CREATE INDEX deliveries_by_subscription ON walhook.deliveries (subscription_id, id);
 -- Pruning: finished history by age.
 CREATE INDEX deliveries_delivered_at ON walhook.deliveries (delivered_at) WHERE state = 'delivered';
 CREATE INDEX deliveries_dead_by_age ON walhook.deliveries (created_at) WHERE state = 'dead';

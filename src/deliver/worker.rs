@@ -182,8 +182,17 @@ impl Engine {
         );
 
         let mut requests = JoinSet::new();
+        let mut leases_checked = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             while requests.try_join_next().is_some() {}
+            if leases_checked.elapsed() >= LEASE_CHECK_EVERY {
+                leases_checked = tokio::time::Instant::now();
+                match self.client.execute(EXPIRED_LEASES, &[]).await {
+                    Ok(0) => {}
+                    Ok(taken_over) => info!(taken_over, "took over deliveries whose lease ran out"),
+                    Err(error) => warn!(%error, "checking for expired leases failed"),
+                }
+            }
             let room = global
                 .available_permits()
                 .min(usize::try_from(self.config.claim_batch).unwrap_or(usize::MAX));
@@ -668,38 +677,41 @@ async fn listen_once(
 const CLAIM: &str = "
 WITH busy (subscription_id, n) AS (
     SELECT * FROM unnest($3::bigint[], $4::int[])
-), candidates AS (
-    SELECT d.id, d.subscription_id, d.next_attempt_at, r.room
-    FROM walhook.deliveries d
-    JOIN walhook.subscriptions s ON s.id = d.subscription_id
-    LEFT JOIN busy b ON b.subscription_id = d.subscription_id
-    CROSS JOIN LATERAL (
-        SELECT (least(coalesce(s.max_in_flight, $5::int),
-                      CASE WHEN s.max_per_second IS NULL THEN 2147483647
-                           ELSE greatest(1, ceil(s.max_per_second))::int END)
-                - coalesce(b.n, 0))::bigint * s.batch_size AS room
-    ) r
-    WHERE d.state IN ('pending', 'in_flight')
-      AND d.next_attempt_at <= now()
-      AND (d.state = 'pending' OR d.lease_until IS NULL OR d.lease_until < now())
-      AND s.active
-      AND r.room > 0
-      AND NOT EXISTS (
-          SELECT 1 FROM walhook.deliveries o
-          WHERE o.subscription_id = d.subscription_id
-            AND o.row_key = d.row_key
-            AND o.id < d.id
-            AND o.state IN ('pending', 'in_flight'))
-    ORDER BY d.next_attempt_at, d.id
-    LIMIT $1
-    FOR UPDATE OF d SKIP LOCKED
+), rooms AS (
+    SELECT s.id,
+           ((least(coalesce(s.max_in_flight, $5::int),
+                   CASE WHEN s.max_per_second IS NULL THEN 2147483647
+                        ELSE greatest(1, ceil(s.max_per_second))::int END)
+             - coalesce(b.n, 0))::bigint * s.batch_size) AS room
+    FROM walhook.subscriptions s
+    LEFT JOIN busy b ON b.subscription_id = s.id
+    WHERE s.active
 ), chosen AS (
-    SELECT id FROM (
-        SELECT c.id, c.room,
-               row_number() OVER (PARTITION BY c.subscription_id ORDER BY c.next_attempt_at, c.id) AS nth
-        FROM candidates c
-    ) ranked
-    WHERE nth <= room
+    -- Per subscription, an index walk over its due deliveries that stops
+    -- after `room` rows: the cost follows what is claimed, not the backlog.
+    SELECT c.id
+    FROM rooms r
+    CROSS JOIN LATERAL (
+        SELECT d.id FROM walhook.deliveries d
+        WHERE d.subscription_id = r.id
+          AND d.state = 'pending'
+          AND d.next_attempt_at <= now()
+          -- The oldest open delivery of its row, so rows keep commit
+          -- order. A scalar subquery, not NOT EXISTS: its two keys are
+          -- then always index conditions, whatever the table's statistics.
+          AND d.id = (
+              SELECT o.id FROM walhook.deliveries o
+              WHERE o.subscription_id = d.subscription_id
+                AND o.row_key = d.row_key
+                AND o.state IN ('pending', 'in_flight')
+              ORDER BY o.id
+              LIMIT 1)
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT r.room
+        FOR UPDATE SKIP LOCKED
+    ) c
+    WHERE r.room > 0
+    LIMIT $1
 )
 UPDATE walhook.deliveries d
 SET state = 'in_flight',
@@ -716,11 +728,26 @@ RETURNING d.id, d.attempts, d.event_id, e.type, e.payload::text AS payload,
            FROM unnest(s.retry_schedule) WITH ORDINALITY AS u(x, i)) AS retry_schedule,
           s.batch_size, s.max_per_second";
 
+/// How often claims whose lease ran out are looked for.
+const LEASE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Claims whose lease ran out (their relay died or hung) go back to
+/// pending, keeping their place in their row's order.
+const EXPIRED_LEASES: &str = "
+UPDATE walhook.deliveries
+SET state = 'pending', lease_until = NULL
+WHERE state = 'in_flight' AND lease_until < now()";
+
 /// Seconds until the earliest scheduled retry, if any.
 const NEXT_DUE: &str = "
-SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
-FROM walhook.deliveries
-WHERE state = 'pending' AND next_attempt_at > now()";
+SELECT extract(epoch FROM min(n.next_attempt_at) - now())::float8
+FROM walhook.subscriptions s
+CROSS JOIN LATERAL (
+    SELECT d.next_attempt_at FROM walhook.deliveries d
+    WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.next_attempt_at > now()
+    ORDER BY d.next_attempt_at LIMIT 1
+) n
+WHERE s.active";
 
 /// Back to pending, as if never claimed, unless another relay has since
 /// taken it over (its attempt count moved on).
