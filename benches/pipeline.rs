@@ -912,6 +912,22 @@ impl Bench {
             .collect();
         latencies.sort_by(|a, b| a.total_cmp(b));
         let lost = total - latencies.len();
+        // Where the time goes: commit to the outbox transaction (capture),
+        // the rest is claiming and sending.
+        let capture = self
+            .client
+            .query_one(
+                "SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), 0)::float8,
+                        coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), 0)::float8
+                 FROM (SELECT extract(epoch FROM e.created_at - (e.payload->>'committed_at')::timestamptz) * 1000 AS ms
+                       FROM walhook.events e WHERE e.type LIKE 'latency_rows.%') t",
+                &[],
+            )
+            .await?;
+        self.figures
+            .push(figure("commit to outbox p50", capture.get(0), "ms"));
+        self.figures
+            .push(figure("commit to outbox p99", capture.get(1), "ms"));
         self.figures
             .push(figure("latency run: writes", achieved, "changes/s"));
         self.figures.push(figure(

@@ -249,11 +249,19 @@ impl ReplicationSource {
             if changes.len() >= self.batch_size {
                 break;
             }
-            let item = tokio::select! {
+            // Natural batching: under load the queue refills while the last
+            // batch is written, so batches grow; when nothing more is
+            // waiting at a transaction boundary, waiting would only add
+            // latency.
+            let item = match self.items.try_recv() {
+                Ok(item) => Some(item),
+                Err(_) if !changes.is_empty() && self.tx.is_none() => break,
+                Err(_) => tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
                 item = self.items.recv() => item,
+                },
             };
             match item {
                 Some(Ok(item)) => self.handle(item).await?,
