@@ -323,3 +323,57 @@ async fn replication_mode_keeps_per_row_order_during_retries() {
 async fn replication_mode_sigkill_loses_no_delivery() {
     sigkill_loses_no_delivery(CaptureMode::Replication).await;
 }
+
+/// Postgres drops every connection of the relay (as a server restart
+/// does) while changes stream: the relay reconnects with backoff, resumes
+/// from the slot (or the capture table), and every change arrives.
+async fn dropped_connections_are_survived(mode: CaptureMode) {
+    let receiver = Receiver::ok().await;
+    let db = TestDb::new().await;
+    let client = setup(&db, mode, &receiver.url).await;
+    let relay = Relay::start(&db.url, mode);
+    for round in 0..5 {
+        client
+            .execute(
+                "INSERT INTO orders SELECT $1 * 100 + g, 'new', g FROM generate_series(0, 99) g",
+                &[&round],
+            )
+            .await
+            .expect("insert");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name LIKE 'walhook %'",
+                &[],
+            )
+            .await
+            .expect("terminate the relay's connections");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut rows = HashSet::new();
+    while std::time::Instant::now() < deadline && rows.len() < 500 {
+        rows = receiver
+            .received()
+            .iter()
+            .filter_map(|r| r.json()["record"]["id"].as_i64())
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        rows.len(),
+        500,
+        "every change arrived despite the dropped connections"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn replication_mode_survives_dropped_connections() {
+    dropped_connections_are_survived(CaptureMode::Replication).await;
+}
+
+#[tokio::test]
+async fn trigger_mode_survives_dropped_connections() {
+    dropped_connections_are_survived(CaptureMode::Trigger).await;
+}
