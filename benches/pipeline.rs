@@ -635,6 +635,31 @@ impl Bench {
             self.client
                 .execute("SELECT walhook.watch($1)", &[&table])
                 .await?;
+            // The write path alone: capture set up on the table (triggers,
+            // or publication and full row images), no relay running, so
+            // no CPU goes to decoding, routing and delivering meanwhile.
+            let idle_table = format!("{mode}_idle_rows");
+            create_table(&self.client, &idle_table).await?;
+            self.client
+                .execute("SELECT walhook.watch($1)", &[&idle_table])
+                .await?;
+            let write_path = write_workload(&self.db_url, &idle_table, &transactions).await?;
+            println!("write cost: {write_path:.0} changes/s with {mode} capture set up, no relay running");
+            self.client
+                .execute("SELECT walhook.unwatch($1)", &[&idle_table])
+                .await?;
+            // Not captured: the slot does not exist yet; trigger rows are dropped.
+            self.client
+                .execute("DELETE FROM walhook.capture", &[])
+                .await?;
+            self.figures.push(
+                figure(
+                    &format!("app writes, {mode} capture set up, relay idle"),
+                    write_path,
+                    "changes/s",
+                )
+                .against("writes without walhook", plain),
+            );
             let relay = RelayProcess::start(&self.db_url, &self.db_name, mode)?;
             self.wait_capturing(mode).await?;
             self.receipts.reset();
@@ -649,7 +674,7 @@ impl Bench {
                 .await?;
             self.figures.push(
                 figure(
-                    &format!("app writes with {mode} capture"),
+                    &format!("app writes, {mode} capture running"),
                     attached,
                     "changes/s",
                 )
@@ -859,9 +884,28 @@ impl Bench {
             .await?;
         let relay = RelayProcess::start(&self.db_url, &self.db_name, "replication")?;
         self.wait_capturing("replication").await?;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        self.receipts.reset();
+        // Warm up: a fresh relay first re-reads the WAL behind its slot's
+        // restart point; the figure is for the steady state after that.
         let writer = connect(&self.db_url).await?;
+        writer
+            .execute(
+                &format!("INSERT INTO {table} (id, seq, kind, body) VALUES (1, 1, 0, 'warm-up')"),
+                &[],
+            )
+            .await?;
+        let receipts = self.receipts.clone();
+        if !wait_until(Duration::from_secs(60), || {
+            receipts
+                .seq_at
+                .lock()
+                .map(|m| m.contains_key(&1))
+                .unwrap_or(false)
+        })
+        .await
+        {
+            bail!("the warm-up change was not delivered within 60 s");
+        }
+        self.receipts.reset();
         let insert = writer
             .prepare(&format!(
                 "INSERT INTO {table} (id, seq, kind, body) VALUES ($1, $1, 1, $2)"
