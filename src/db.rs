@@ -434,18 +434,25 @@ fn split_key_values(text: &str) -> Result<Vec<(String, String)>, DbError> {
 
 /// Opens a connection named `walhook <role>` in `pg_stat_activity`.
 pub async fn connect(url: &str, role: &str) -> Result<Client, DbError> {
-    let (mut config, tls) = parse_url_tls(url)?;
-    config.application_name(format!("walhook {role}"));
-    without_jit(&mut config);
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
-    }
+    let (config, tls) = config_for(url, role)?;
     if tls.mode == SslMode::Disable {
         spawn_connection(&config, NoTls, role).await
     } else {
         let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls.client_config()?);
         spawn_connection(&config, connector, role).await
     }
+}
+
+/// The settings of every walhook connection: named `walhook <role>` in
+/// `pg_stat_activity`, a connect timeout, no JIT.
+fn config_for(url: &str, role: &str) -> Result<(Config, TlsSettings), DbError> {
+    let (mut config, tls) = parse_url_tls(url)?;
+    config.application_name(format!("walhook {role}"));
+    without_jit(&mut config);
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    Ok((config, tls))
 }
 
 /// walhook's statements are short and frequent: JIT compilation, which
@@ -481,12 +488,7 @@ pub type Notifications = tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::No
 /// Opens a connection whose `NOTIFY` messages arrive on the returned
 /// channel; the caller issues `LISTEN` on the client.
 pub async fn connect_listening(url: &str, role: &str) -> Result<(Client, Notifications), DbError> {
-    let (mut config, tls) = parse_url_tls(url)?;
-    config.application_name(format!("walhook {role}"));
-    without_jit(&mut config);
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
-    }
+    let (config, tls) = config_for(url, role)?;
     if tls.mode == SslMode::Disable {
         spawn_listening(&config, NoTls, role).await
     } else {
