@@ -115,6 +115,19 @@ BEGIN
     PERFORM pg_notify('walhook_subscriptions', '');
     RETURN NULL;
 END $$;
-CREATE TRIGGER subscriptions_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON walhook.subscriptions
+-- Only changes that affect routing move the version: delivery bookkeeping
+-- (failing_since, updated_at) updates subscriptions all the time and must
+-- not make every relay reload, nor queue up on the settings row.
+CREATE TRIGGER subscriptions_added_or_removed
+    AFTER INSERT OR DELETE ON walhook.subscriptions
+    FOR EACH ROW EXECUTE FUNCTION walhook.notify_subscriptions_changed();
+CREATE TRIGGER subscriptions_rerouted
+    AFTER UPDATE ON walhook.subscriptions
+    FOR EACH ROW
+    WHEN (OLD.events IS DISTINCT FROM NEW.events
+          OR OLD.active IS DISTINCT FROM NEW.active
+          OR OLD.disabled_reason IS DISTINCT FROM NEW.disabled_reason)
+    EXECUTE FUNCTION walhook.notify_subscriptions_changed();
+CREATE TRIGGER subscriptions_truncated
+    AFTER TRUNCATE ON walhook.subscriptions
     FOR EACH STATEMENT EXECUTE FUNCTION walhook.notify_subscriptions_changed();

@@ -451,3 +451,48 @@ async fn rotate_secret_keeps_the_old_one_for_the_grace_period() {
         "{message}"
     );
 }
+
+/// Routing reloads only when routing can change: delivery bookkeeping on
+/// a subscription leaves the version alone.
+#[tokio::test]
+async fn only_routing_changes_move_the_subscriptions_version() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let version = || async {
+        client
+            .query_one(
+                "SELECT value::bigint FROM walhook.settings WHERE key = 'subscriptions_version'",
+                &[],
+            )
+            .await
+            .expect("version")
+            .get::<_, i64>(0)
+    };
+    let start = version().await;
+    client
+        .batch_execute("SELECT walhook.subscribe('https://example.com/h', ARRAY['*'])")
+        .await
+        .expect("subscribe");
+    let added = version().await;
+    assert!(added > start, "a new subscription moves the version");
+    client
+        .batch_execute(
+            "UPDATE walhook.subscriptions SET failing_since = now();
+             UPDATE walhook.subscriptions SET failing_since = NULL WHERE failing_since IS NOT NULL;
+             UPDATE walhook.subscriptions SET failing_since = NULL WHERE failing_since IS NOT NULL;",
+        )
+        .await
+        .expect("bookkeeping");
+    assert_eq!(version().await, added, "bookkeeping leaves routing alone");
+    client
+        .batch_execute("UPDATE walhook.subscriptions SET events = ARRAY['orders.*']")
+        .await
+        .expect("reroute");
+    let rerouted = version().await;
+    assert!(rerouted > added);
+    client
+        .batch_execute("SELECT walhook.pause(1)")
+        .await
+        .expect("pause");
+    assert!(version().await > rerouted, "pausing changes routing");
+}
