@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -242,59 +242,9 @@ async fn sigkill_loses_no_delivery(mode: CaptureMode) {
     }
     writer.await.expect("writer");
     let mut relay = spawn();
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let mut ids = HashSet::new();
-    let mut rows = HashSet::new();
-    while std::time::Instant::now() < deadline {
-        for request in receiver.received() {
-            let body = request.json();
-            ids.insert(body["id"].as_str().unwrap_or_default().to_owned());
-            rows.insert(body["record"]["id"].as_i64().unwrap_or(-1));
-        }
-        if rows.len() >= 2000 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let rows = receiver.wait_for_rows(2000, Duration::from_secs(90)).await;
+    let ids = receiver.event_ids();
     relay.sigterm(Duration::from_secs(20));
-    if rows.len() < 2000 {
-        let states = client
-            .query(
-                "SELECT state, count(*), max(attempts) FROM walhook.deliveries GROUP BY state",
-                &[],
-            )
-            .await
-            .expect("states");
-        let events: i64 = client
-            .query_one("SELECT count(*) FROM walhook.events", &[])
-            .await
-            .expect("events")
-            .get(0);
-        let missing: Vec<i32> = (0..2000)
-            .filter(|id| !rows.contains(&(*id as i64)))
-            .collect();
-        let captured: Vec<String> = client
-            .query(
-                "SELECT payload->'record'->>'id' || ':' || type || ':' || coalesce(commit_lsn::text, '') || ':' || txid FROM walhook.events WHERE (payload->'record'->>'id')::int = ANY($1)",
-                &[&missing],
-            )
-            .await
-            .expect("missing")
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        eprintln!(
-            "states {:?}, events {events}, missing rows {missing:?}, their events {captured:?}",
-            states
-                .iter()
-                .map(|r| (
-                    r.get::<_, String>(0),
-                    r.get::<_, i64>(1),
-                    r.get::<_, i32>(2)
-                ))
-                .collect::<Vec<_>>()
-        );
-    }
     assert_eq!(rows.len(), 2000, "every written row was delivered");
     assert_eq!(
         ids.len(),
@@ -350,16 +300,7 @@ async fn dropped_connections_are_survived(mode: CaptureMode) {
             .await
             .expect("terminate the relay's connections");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut rows = HashSet::new();
-    while std::time::Instant::now() < deadline && rows.len() < 500 {
-        rows = receiver
-            .received()
-            .iter()
-            .filter_map(|r| r.json()["record"]["id"].as_i64())
-            .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let rows = receiver.wait_for_rows(500, Duration::from_secs(60)).await;
     assert_eq!(
         rows.len(),
         500,

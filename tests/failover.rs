@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{Receiver, RelayProcess, TestDb};
@@ -83,16 +82,7 @@ pub async fn standby_takes_over(mode: CaptureMode) {
         .batch_execute("INSERT INTO orders SELECT g, 'b' FROM generate_series(51, 100) g")
         .await
         .expect("writes");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut rows = HashSet::new();
-    while Instant::now() < deadline && rows.len() < 100 {
-        rows = receiver
-            .received()
-            .iter()
-            .filter_map(|r| r.json()["record"]["id"].as_i64())
-            .collect();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let rows = receiver.wait_for_rows(100, Duration::from_secs(30)).await;
     let took = killed_at.elapsed();
     second.sigterm(Duration::from_secs(20));
     assert_eq!(

@@ -219,6 +219,37 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// The distinct `record.id`s received, once there are `count` of them
+    /// or `timeout` has passed.
+    pub async fn wait_for_rows(
+        &self,
+        count: usize,
+        timeout: Duration,
+    ) -> std::collections::HashSet<i64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows: std::collections::HashSet<i64> = self
+                .received()
+                .iter()
+                .filter_map(|r| r.json()["record"]["id"].as_i64())
+                .collect();
+            if rows.len() >= count || Instant::now() >= deadline {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The distinct `webhook-id`s received.
+    pub fn event_ids(&self) -> std::collections::HashSet<String> {
+        self.received()
+            .iter()
+            .filter_map(|r| r.header("webhook-id"))
+            .collect()
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.stop.cancel();
