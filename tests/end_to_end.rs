@@ -318,3 +318,46 @@ async fn replication_mode_survives_dropped_connections() {
 async fn trigger_mode_survives_dropped_connections() {
     dropped_connections_are_survived(CaptureMode::Trigger).await;
 }
+
+/// Changes the triggers captured before a relay in replication mode
+/// started are delivered first, then the stream takes over: nothing is
+/// lost across the switch and each row keeps its order.
+#[tokio::test]
+async fn switching_from_trigger_to_replication_loses_nothing() {
+    let receiver = Receiver::ok().await;
+    let db = TestDb::new().await;
+    let client = setup(&db, CaptureMode::Trigger, &receiver.url).await;
+    client
+        .batch_execute("INSERT INTO orders SELECT g, 'v1', g FROM generate_series(1, 50) g")
+        .await
+        .expect("captured by triggers while no relay runs");
+    let relay = Relay::start(&db.url, CaptureMode::Replication);
+    client
+        .batch_execute("UPDATE orders SET status = 'v2'")
+        .await
+        .expect("update, before or after the switch");
+    let got = receiver.wait_for(100, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 100, "50 inserts and 50 updates");
+    let mut seen: HashMap<i64, Vec<String>> = HashMap::new();
+    for request in &got {
+        let body = request.json();
+        let id = body["record"]["id"].as_i64().expect("id");
+        let status = body["record"]["status"]
+            .as_str()
+            .expect("status")
+            .to_owned();
+        seen.entry(id).or_default().push(status);
+    }
+    assert_eq!(seen.len(), 50);
+    assert!(
+        seen.values().all(|s| s == &["v1", "v2"]),
+        "each row in commit order"
+    );
+    let mode: String = client
+        .query_one("SELECT walhook.capture_mode()", &[])
+        .await
+        .expect("mode")
+        .get(0);
+    assert_eq!(mode, "replication");
+    relay.stop().await;
+}

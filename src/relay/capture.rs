@@ -17,7 +17,7 @@ use crate::db;
 use crate::outbox::Outbox;
 use crate::source::replication::ReplicationSource;
 use crate::source::trigger::TriggerSource;
-use crate::source::{Ack, Source, SourceError};
+use crate::source::{Ack, Batch, Source, SourceError};
 
 /// Only the holder of this lock captures; the others deliver and wait.
 const CAPTURE_LOCK: i64 = 0x7761_6c68_6f6f_6b02;
@@ -96,15 +96,16 @@ async fn lead(
     info!(mode = %config.mode, "capturing");
     state.leader.store(true, Ordering::Relaxed);
     metrics::gauge!("walhook_capture_leader").set(1.0);
-    let outbox = Outbox::new(db::connect(url, "outbox").await?);
+    let mut outbox = Outbox::new(db::connect(url, "outbox").await?);
     match config.mode {
         CaptureMode::Trigger => {
             let mut source = TriggerSource::connect(url, config).await?;
-            pump(&mut source, outbox, &lock, wake, shutdown).await
+            pump(&mut source, &mut outbox, &lock, wake, shutdown).await
         }
         CaptureMode::Replication => {
+            drain_trigger_captures(url, config, &mut outbox, wake).await?;
             let mut source = ReplicationSource::connect(url, config).await?;
-            let result = pump(&mut source, outbox, &lock, wake, shutdown).await;
+            let result = pump(&mut source, &mut outbox, &lock, wake, shutdown).await;
             // Frees the slot at once for a relay that takes over.
             source.close().await;
             result
@@ -133,10 +134,45 @@ async fn wait_for_lock(lock: &Client, shutdown: &CancellationToken) -> Result<bo
     }
 }
 
+/// Changes the capture triggers took before the switch to replication
+/// (the switch and the publication change are one transaction, so every
+/// change is in exactly one of the two) go to the outbox first, so that a
+/// row's earlier changes stay ahead of its later ones.
+async fn drain_trigger_captures(
+    url: &str,
+    config: &CaptureConfig,
+    outbox: &mut Outbox,
+    wake: &Notify,
+) -> Result<(), CaptureError> {
+    let mut source = TriggerSource::connect(url, config).await?;
+    let mut drained = 0usize;
+    while let Some(batch) = source.waiting_batch().await? {
+        drained += batch.changes.len();
+        write(outbox, &batch, wake).await?;
+    }
+    if drained > 0 {
+        info!(
+            changes = drained,
+            "wrote what the capture triggers took before replication capture"
+        );
+    }
+    Ok(())
+}
+
+async fn write(outbox: &mut Outbox, batch: &Batch, wake: &Notify) -> Result<(), CaptureError> {
+    let written = outbox.write(batch).await?;
+    metrics::counter!("walhook_changes_captured_total").increment(batch.changes.len() as u64);
+    metrics::counter!("walhook_events_written_total").increment(written.events);
+    if written.deliveries > 0 {
+        wake.notify_one();
+    }
+    Ok(())
+}
+
 /// Source → outbox → acknowledge, batch after batch.
 async fn pump<S: Source>(
     source: &mut S,
-    mut outbox: Outbox,
+    outbox: &mut Outbox,
     lock: &Client,
     wake: &Notify,
     shutdown: &CancellationToken,
@@ -146,13 +182,7 @@ async fn pump<S: Source>(
             return Err(CaptureError::LostLock);
         }
         if !batch.changes.is_empty() {
-            let written = outbox.write(&batch).await?;
-            metrics::counter!("walhook_changes_captured_total")
-                .increment(batch.changes.len() as u64);
-            metrics::counter!("walhook_events_written_total").increment(written.events);
-            if written.deliveries > 0 {
-                wake.notify_one();
-            }
+            write(outbox, &batch, wake).await?;
         }
         if batch.ack != Ack::Nothing {
             source.committed(&batch.ack).await?;

@@ -23,13 +23,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let url = config.require_database_url()?.to_owned();
     let control = db::connect(&url, "control").await?;
     migrate::require_current(&control).await?;
-    apply_capture_mode(&control, config.capture.mode).await?;
     if config.capture.mode == CaptureMode::Replication {
-        // Retain changes from now on, before anything else starts.
+        // The slot first: it retains every change from now on, so none
+        // falls between the capture triggers going and the stream starting.
         if crate::source::replication::prepare(&url, &config.capture).await? {
             info!(slot = %config.capture.slot, "created the replication slot");
         }
     }
+    apply_capture_mode(&control, config.capture.mode).await?;
 
     // Stages stop on `stop`: on shutdown, or when one of them fails for good.
     let stop = shutdown.child_token();

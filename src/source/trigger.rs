@@ -203,6 +203,27 @@ fn key_of(table: &TableInfo, row: Option<&Row>) -> Vec<Value> {
         .collect()
 }
 
+impl TriggerSource {
+    /// The next batch of captured changes, or `None` when none is waiting.
+    pub async fn waiting_batch(&mut self) -> Result<Option<Batch>, SourceError> {
+        let rows = self.fetch().await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut changes = Vec::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.get::<_, i64>(0));
+            changes.push(self.change_from(row).await?);
+        }
+        debug!(changes = changes.len(), "captured batch");
+        Ok(Some(Batch {
+            changes,
+            ack: Ack::DeleteCaptured(ids),
+        }))
+    }
+}
+
 impl Source for TriggerSource {
     async fn next_batch(
         &mut self,
@@ -213,19 +234,8 @@ impl Source for TriggerSource {
                 return Ok(None);
             }
             while self.wakeups.try_recv().is_ok() {}
-            let rows = self.fetch().await?;
-            if !rows.is_empty() {
-                let mut changes = Vec::with_capacity(rows.len());
-                let mut ids = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    ids.push(row.get::<_, i64>(0));
-                    changes.push(self.change_from(row).await?);
-                }
-                debug!(changes = changes.len(), "captured batch");
-                return Ok(Some(Batch {
-                    changes,
-                    ack: Ack::DeleteCaptured(ids),
-                }));
+            if let Some(batch) = self.waiting_batch().await? {
+                return Ok(Some(batch));
             }
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(None),
