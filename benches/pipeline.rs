@@ -409,6 +409,7 @@ async fn create_table(client: &Client, table: &str) -> anyhow::Result<()> {
 
 struct RelayProcess {
     child: Child,
+    config: std::path::PathBuf,
     peak_rss_kb: Arc<AtomicU64>,
     stop_sampling: CancellationToken,
 }
@@ -451,6 +452,7 @@ impl RelayProcess {
         });
         Ok(RelayProcess {
             child,
+            config,
             peak_rss_kb: peak,
             stop_sampling: stop,
         })
@@ -471,6 +473,7 @@ impl RelayProcess {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
         peak
     }
 }

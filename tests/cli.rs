@@ -44,6 +44,7 @@ fn an_unknown_config_key_stops_start_up() {
     let file = dir.join("bad.toml");
     std::fs::write(&file, "[delivery]\nretries = 3\n").expect("write config");
     let (ok, text) = output(walhook().arg("--config").arg(&file).arg("status"));
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(!ok);
     assert!(
         text.contains("retries") && text.contains("bad.toml"),

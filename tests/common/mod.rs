@@ -344,7 +344,7 @@ pub fn slot_for(url: &str) -> String {
 }
 
 /// A `walhook run` process, killed when the test ends however it ends.
-pub struct RelayProcess(pub std::process::Child);
+pub struct RelayProcess(pub std::process::Child, std::path::PathBuf);
 
 impl RelayProcess {
     /// Starts the binary against `url` in `mode`, private targets allowed.
@@ -380,7 +380,7 @@ impl RelayProcess {
                 command.env("WALHOOK_LOG", "walhook=debug").stderr(file);
             }
         }
-        RelayProcess(command.spawn().expect("walhook run starts"))
+        RelayProcess(command.spawn().expect("walhook run starts"), config)
     }
 
     pub fn sigkill(&mut self) {
@@ -408,6 +408,7 @@ impl Drop for RelayProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.1);
     }
 }
 
