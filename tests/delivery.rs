@@ -630,8 +630,9 @@ async fn shutdown_finishes_requests_in_flight_and_releases_the_rest() {
         answer(200)
     }))
     .await;
-    // Two requests a second: the second delivery is claimed but waits its turn.
-    let subscription = subscribe(&client, &receiver.url, ", max_per_second => 2").await;
+    // 1.2 requests a second: both deliveries are claimed, the second waits
+    // its turn (833 ms), which leaves the test room to shut down first.
+    let subscription = subscribe(&client, &receiver.url, ", max_per_second => 1.2").await;
     let first = add_event(&client, subscription, "evt_first", "1").await;
     let second = add_event(&client, subscription, "evt_second", "2").await;
     let running = start(&db, config("0s,100ms")).await;
