@@ -45,6 +45,8 @@ pub(super) struct Target {
     pub plan: Plan,
     batch_size: usize,
     max_per_second: Option<f64>,
+    /// Requests to this subscription that may run at once.
+    max_in_flight: usize,
 }
 
 /// One claimed delivery.
@@ -68,6 +70,8 @@ pub(super) struct Shared {
     busy: Mutex<HashMap<i64, usize>>,
     /// Per rate-limited subscription, the earliest time of its next request.
     next_slot: Mutex<HashMap<i64, Instant>>,
+    /// Per subscription, permits for the requests it may have running.
+    gates: Mutex<HashMap<i64, (usize, Arc<Semaphore>)>>,
     /// Capacity was freed or deliveries were recorded: look for work.
     pub kick: Notify,
 }
@@ -115,6 +119,19 @@ impl Shared {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 busy.remove(&subscription_id);
+            }
+        }
+    }
+
+    /// The permits of a subscription allowed `limit` requests at once.
+    fn gate(&self, subscription_id: i64, limit: usize) -> Arc<Semaphore> {
+        let mut gates = lock(&self.gates);
+        match gates.get(&subscription_id) {
+            Some((known, gate)) if *known == limit => gate.clone(),
+            _ => {
+                let gate = Arc::new(Semaphore::new(limit));
+                gates.insert(subscription_id, (limit, gate.clone()));
+                gate
             }
         }
     }
@@ -295,9 +312,18 @@ impl Engine {
             .target
             .max_per_second
             .map(|rate| shared.reserve_slot(job.target.id, rate));
+        let gate = shared.gate(job.target.id, job.target.max_in_flight);
         requests.spawn(async move {
             let subscription_id = job.target.id;
-            if let Some(finished) = send(job, &sender, slot, permit, &global, &shutdown).await {
+            let turn = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                turn = gate.acquire_owned() => turn.ok(),
+            };
+            let finished = match turn {
+                Some(_turn) => send(job, &sender, slot, permit, &global, &shutdown).await,
+                None => None,
+            };
+            if let Some(finished) = finished {
                 let _ = results.send(finished);
             }
             shared.end_request(subscription_id);
@@ -383,6 +409,11 @@ impl Engine {
             max_per_second: row
                 .get::<_, Option<f64>>("max_per_second")
                 .filter(|r| *r > 0.0),
+            max_in_flight: row
+                .get::<_, Option<i32>>("max_in_flight")
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(self.config.max_in_flight_per_subscription)
+                .max(1),
         }
     }
 
@@ -697,9 +728,12 @@ WITH busy (subscription_id, n) AS (
     SELECT * FROM unnest($3::bigint[], $4::int[])
 ), rooms AS (
     SELECT s.id,
-           ((least(coalesce(s.max_in_flight, $5::int),
-                   CASE WHEN s.max_per_second IS NULL THEN 2147483647
-                        ELSE greatest(1, ceil(s.max_per_second))::int END)
+           -- Twice the requests a subscription may have running: the
+           -- second half waits in this process, so a request that ends is
+           -- followed at once instead of after the next claim.
+           ((2 * least(coalesce(s.max_in_flight, $5::int),
+                       CASE WHEN s.max_per_second IS NULL THEN 2147483647
+                            ELSE greatest(1, ceil(s.max_per_second))::int END)
              - coalesce(b.n, 0))::bigint * s.batch_size) AS room
     FROM walhook.subscriptions s
     LEFT JOIN busy b ON b.subscription_id = s.id
@@ -744,7 +778,7 @@ RETURNING d.id, d.attempts, d.event_id, e.type, e.payload::text AS payload,
           s.content_type, s.max_attempts,
           (SELECT array_agg(extract(epoch FROM x)::float8 ORDER BY i)
            FROM unnest(s.retry_schedule) WITH ORDINALITY AS u(x, i)) AS retry_schedule,
-          s.batch_size, s.max_per_second";
+          s.batch_size, s.max_per_second, s.max_in_flight";
 
 /// How long a claim waits for more requests to end.
 const CLAIM_LINGER: Duration = Duration::from_millis(1);
