@@ -62,7 +62,10 @@ fn describe() {
         "walhook_delivery_latency_seconds",
         "Time from event creation to successful delivery"
     );
-    metrics::describe_gauge!("walhook_outbox_depth", "Deliveries by state");
+    metrics::describe_gauge!(
+        "walhook_outbox_depth",
+        "Deliveries pending, in flight and dead"
+    );
     metrics::describe_gauge!(
         "walhook_capture_leader",
         "1 while this process captures, 0 while it stands by"

@@ -27,6 +27,27 @@ pub async fn outbox_depth(
         .collect())
 }
 
+/// Deliveries still to do or given up on: pending, in flight and dead.
+/// Each count walks only its state's partial index, so the gauges never
+/// scan the delivered history, which grows without bound until pruned.
+pub async fn queue_depth(
+    client: &Client,
+) -> Result<Vec<(&'static str, i64)>, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM walhook.deliveries WHERE state = 'pending'),
+                    (SELECT count(*) FROM walhook.deliveries WHERE state = 'in_flight'),
+                    (SELECT count(*) FROM walhook.deliveries WHERE state = 'dead')",
+            &[],
+        )
+        .await?;
+    Ok(vec![
+        ("pending", row.get(0)),
+        ("in_flight", row.get(1)),
+        ("dead", row.get(2)),
+    ])
+}
+
 /// The report `walhook status` prints.
 pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
     let mut out = String::new();

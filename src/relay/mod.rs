@@ -147,7 +147,7 @@ async fn report_gauges(url: String, slot: String, stop: CancellationToken) {
             client = db::connect(&url, "metrics").await.ok();
         }
         if let Some(c) = &client {
-            match crate::status::outbox_depth(c).await {
+            match crate::status::queue_depth(c).await {
                 Ok(depth) => {
                     for (state, count) in depth {
                         metrics::gauge!("walhook_outbox_depth", "state" => state).set(count as f64);
