@@ -889,11 +889,15 @@ impl Bench {
         self.wait_capturing("replication").await?;
         // Warm up: a fresh relay first re-reads the WAL behind its slot's
         // restart point; the figure is for the steady state after that.
+        // Its sequence number is one no other phase writes, and earlier
+        // receipts are forgotten first, so only this change ends the wait.
+        const WARM_UP_SEQ: i64 = 1_999_999_999;
+        self.receipts.reset();
         let writer = connect(&self.db_url).await?;
         writer
             .execute(
-                &format!("INSERT INTO {table} (id, seq, kind, body) VALUES (1, 1, 0, 'warm-up')"),
-                &[],
+                &format!("INSERT INTO {table} (id, seq, kind, body) VALUES ($1, $1, 0, 'warm-up')"),
+                &[&WARM_UP_SEQ],
             )
             .await?;
         let receipts = self.receipts.clone();
@@ -901,7 +905,7 @@ impl Bench {
             receipts
                 .seq_at
                 .lock()
-                .map(|m| m.contains_key(&1))
+                .map(|m| m.contains_key(&WARM_UP_SEQ))
                 .unwrap_or(false)
         })
         .await
@@ -1107,7 +1111,9 @@ fn main() -> anyhow::Result<()> {
             bench.report()
         }
         .await;
-        if let Err(error) = bench.drop_database().await {
+        if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
+            eprintln!("kept the benchmark database {}", bench.db_name);
+        } else if let Err(error) = bench.drop_database().await {
             eprintln!(
                 "could not drop the benchmark database {}: {error}",
                 bench.db_name

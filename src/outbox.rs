@@ -4,6 +4,12 @@
 //! deletes its capture rows in it), and only after it commits is the source
 //! told it may let go. Event ids are derived from the change's position, so
 //! a batch written twice after a crash lands once.
+//!
+//! Its commits do not wait for the WAL flush: deliverers see new rows at
+//! once, and a commit lost to a Postgres crash takes its consumption of
+//! the capture with it (the capture rows come back, or the slot was never
+//! confirmed past it, see `source::replication`), so the same events are
+//! written again under the same ids.
 
 use thiserror::Error;
 use tokio_postgres::Client;
@@ -32,11 +38,17 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(client: Client) -> Outbox {
-        Outbox {
+    /// Connects with asynchronous commits (see the module comment).
+    pub async fn connect(url: &str) -> Result<Outbox, crate::db::DbError> {
+        let client = crate::db::connect(url, "outbox").await?;
+        client
+            .batch_execute("SET synchronous_commit = off")
+            .await
+            .map_err(crate::db::DbError::Connect)?;
+        Ok(Outbox {
             client,
             router: Router::default(),
-        }
+        })
     }
 
     pub fn is_closed(&self) -> bool {

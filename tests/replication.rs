@@ -29,6 +29,7 @@ fn options() -> ReplicationOptions {
         heartbeat_interval: Duration::from_millis(500),
         status_interval: Duration::from_millis(500),
         queue: 64,
+        ..ReplicationOptions::default()
     }
 }
 

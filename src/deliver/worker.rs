@@ -477,8 +477,7 @@ impl Engine {
 /// A connection for claiming and recording. Its commits do not wait for
 /// the WAL flush: a claim or a result lost to a Postgres crash only means
 /// the delivery is sent again (same `webhook-id`), which at-least-once
-/// allows, and it spares two disk flushes per batch. The outbox writer
-/// keeps synchronous commits: what it confirms to the source must last.
+/// allows, and it spares two disk flushes per batch.
 async fn connect(url: &str, role: &str) -> Result<Client, crate::db::DbError> {
     let client = crate::db::connect(url, role).await?;
     client

@@ -96,7 +96,7 @@ async fn lead(
     info!(mode = %config.mode, "capturing");
     state.leader.store(true, Ordering::Relaxed);
     metrics::gauge!("walhook_capture_leader").set(1.0);
-    let mut outbox = Outbox::new(db::connect(url, "outbox").await?);
+    let mut outbox = Outbox::connect(url).await?;
     match config.mode {
         CaptureMode::Trigger => {
             let mut source = TriggerSource::connect(url, config).await?;

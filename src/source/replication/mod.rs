@@ -16,6 +16,11 @@
 //! several batches is confirmed only with its last part, and on a restart
 //! it is decoded again whole: its changes keep their ids (commit LSN plus
 //! index within the transaction), so the outbox stores them once.
+//!
+//! The outbox commits asynchronously (deliverers see the rows at once), so
+//! a confirm is held back until the WAL holding that outbox commit is on
+//! disk: [`DurableConfirms`] releases it once `pg_current_wal_flush_lsn()`
+//! has passed the insert position read after the commit.
 
 mod conn;
 pub mod pgoutput;
@@ -61,6 +66,8 @@ pub struct ReplicationOptions {
     pub status_interval: Duration,
     /// Decoded messages buffered between the stream and the source.
     pub queue: usize,
+    /// How often the WAL flush position is read while confirms wait for it.
+    pub durable_poll: Duration,
 }
 
 impl Default for ReplicationOptions {
@@ -69,6 +76,7 @@ impl Default for ReplicationOptions {
             heartbeat_interval: Duration::from_secs(30),
             status_interval: Duration::from_secs(10),
             queue: 512,
+            durable_poll: Duration::from_millis(20),
         }
     }
 }
@@ -108,9 +116,10 @@ pub struct ReplicationSource {
     client: Arc<Client>,
     catalog: Catalog,
     items: mpsc::Receiver<Result<StreamItem, SourceError>>,
-    shared: Arc<Shared>,
     stop: CancellationToken,
     stream_task: Option<JoinHandle<()>>,
+    committed: Option<mpsc::UnboundedSender<u64>>,
+    durable_task: Option<JoinHandle<()>>,
     relations: HashMap<u32, Arc<RelationInfo>>,
     tx: Option<Tx>,
     pending: VecDeque<Pending>,
@@ -187,13 +196,22 @@ impl ReplicationSource {
             options.heartbeat_interval,
             stop.clone(),
         ));
+        let (committed, committed_rx) = mpsc::unbounded_channel();
+        let durable_task = tokio::spawn(confirm_when_durable(
+            client.clone(),
+            committed_rx,
+            shared.clone(),
+            stop.clone(),
+            options.durable_poll,
+        ));
         Ok(ReplicationSource {
             client,
             catalog,
             items,
-            shared,
             stop,
             stream_task: Some(stream_task),
+            committed: Some(committed),
+            durable_task: Some(durable_task),
             relations: HashMap::new(),
             tx: None,
             pending: VecDeque::new(),
@@ -210,14 +228,21 @@ impl ReplicationSource {
         &self.slot
     }
 
-    /// The highest LSN confirmed to the slot by this source.
+    /// The highest LSN this source let go of; it reaches the slot once
+    /// the outbox commits before it are on disk.
     pub fn confirmed_lsn(&self) -> u64 {
         self.confirmed
     }
 
-    /// Stops streaming, sends a last status update and ends the session,
-    /// so the slot is free for the next connection at once.
+    /// Confirms what waits for the WAL flush, stops streaming, sends a last
+    /// status update and ends the session, so the slot is free for the next
+    /// connection at once.
     pub async fn close(mut self) {
+        // Closing the channel makes the watcher flush and confirm the rest.
+        drop(self.committed.take());
+        if let Some(task) = self.durable_task.take() {
+            let _ = task.await;
+        }
         self.stop.cancel();
         if let Some(task) = self.stream_task.take() {
             let _ = task.await;
@@ -285,8 +310,9 @@ impl ReplicationSource {
     fn confirm(&mut self, lsn: u64) {
         if lsn > self.confirmed {
             self.confirmed = lsn;
-            self.shared.flush.fetch_max(lsn, Ordering::SeqCst);
-            self.shared.notify.notify_one();
+            if let Some(committed) = &self.committed {
+                let _ = committed.send(lsn);
+            }
         }
     }
 
@@ -726,6 +752,122 @@ async fn start_streaming(
     }
 }
 
+/// Confirms waiting, in order, for the WAL up to a position to be flushed.
+#[derive(Debug, Default)]
+struct DurableConfirms {
+    /// (durable once the flush reaches this, the LSN to confirm then)
+    waiting: VecDeque<(u64, u64)>,
+}
+
+impl DurableConfirms {
+    fn push(&mut self, durable_at: u64, lsn: u64) {
+        // Released in order anyway: one entry per flush target is enough.
+        if let Some(last) = self.waiting.back_mut() {
+            if last.0 >= durable_at {
+                last.1 = last.1.max(lsn);
+                return;
+            }
+        }
+        self.waiting.push_back((durable_at, lsn));
+    }
+
+    /// The highest LSN that may now be confirmed, if any.
+    fn release(&mut self, flushed: u64) -> Option<u64> {
+        let mut released = None;
+        while let Some(&(durable_at, lsn)) = self.waiting.front() {
+            if durable_at > flushed {
+                break;
+            }
+            released = Some(lsn);
+            self.waiting.pop_front();
+        }
+        released
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
+/// Receives the LSNs the source let go of, each sent after its outbox
+/// commit returned, and passes them to the stream task once that commit is
+/// durable. When the channel closes (a graceful close) it forces a flush
+/// and confirms everything.
+async fn confirm_when_durable(
+    client: Arc<Client>,
+    mut committed: mpsc::UnboundedReceiver<u64>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    poll: Duration,
+) {
+    let mut confirms = DurableConfirms::default();
+    let mut fresh: Vec<u64> = Vec::new();
+    let mut closing = false;
+    while !closing {
+        let waiting = !(confirms.is_empty() && fresh.is_empty());
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            lsn = committed.recv() => match lsn {
+                Some(lsn) => fresh.push(lsn),
+                None => closing = true,
+            },
+            _ = tokio::time::sleep(poll), if waiting => {}
+        }
+        while let Ok(lsn) = committed.try_recv() {
+            fresh.push(lsn);
+        }
+        let positions = if closing {
+            flush_now(&client).await.map(|flushed| (flushed, flushed))
+        } else {
+            wal_positions(&client).await
+        };
+        let (insert, flushed) = match positions {
+            Ok(positions) => positions,
+            Err(error) => {
+                debug!(%error, "cannot read the WAL flush position; confirms wait");
+                continue;
+            }
+        };
+        // Read after the outbox commits behind these returned: once the
+        // flush passes it, they are on disk.
+        for lsn in fresh.drain(..) {
+            confirms.push(insert, lsn);
+        }
+        if let Some(lsn) = confirms.release(flushed) {
+            shared.flush.fetch_max(lsn, Ordering::SeqCst);
+            shared.notify.notify_one();
+        }
+    }
+}
+
+async fn wal_positions(client: &Client) -> Result<(u64, u64), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
+            &[],
+        )
+        .await?;
+    // An unreadable position must never release a confirm early.
+    let insert = crate::change::parse_lsn(row.get(0)).unwrap_or(u64::MAX);
+    let flushed = crate::change::parse_lsn(row.get(1)).unwrap_or(0);
+    Ok((insert, flushed))
+}
+
+/// A synchronous commit of a transaction with an id: it returns once all
+/// WAL before it is flushed. Returns the insert position read before it.
+async fn flush_now(client: &Client) -> Result<u64, tokio_postgres::Error> {
+    let row = client
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await?;
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id(); COMMIT",
+        )
+        .await?;
+    Ok(crate::change::parse_lsn(row.get(0)).unwrap_or(0))
+}
+
 async fn heartbeat(client: Arc<Client>, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -844,5 +986,42 @@ async fn stream_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DurableConfirms;
+
+    #[test]
+    fn a_confirm_waits_for_the_flush_to_pass_its_commit() {
+        let mut confirms = DurableConfirms::default();
+        confirms.push(100, 10);
+        assert_eq!(confirms.release(99), None);
+        assert_eq!(confirms.release(100), Some(10));
+        assert!(confirms.is_empty());
+    }
+
+    #[test]
+    fn confirms_are_released_in_order_and_only_the_highest_is_returned() {
+        let mut confirms = DurableConfirms::default();
+        confirms.push(100, 10);
+        confirms.push(200, 20);
+        confirms.push(300, 30);
+        assert_eq!(confirms.release(250), Some(20));
+        assert_eq!(confirms.release(250), None);
+        assert_eq!(confirms.release(300), Some(30));
+    }
+
+    #[test]
+    fn a_later_confirm_never_overtakes_an_earlier_one_waiting_longer() {
+        let mut confirms = DurableConfirms::default();
+        confirms.push(500, 10);
+        // Read with a lower flush target than the one before it: it still
+        // waits for the earlier one.
+        confirms.push(400, 20);
+        assert_eq!(confirms.release(450), None);
+        assert_eq!(confirms.release(500), Some(20));
+        assert!(confirms.is_empty());
     }
 }
