@@ -9,6 +9,7 @@
 //! without checking the certificate (as libpq does), `verify-ca` checks the
 //! chain, `verify-full` the chain and the host name.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use thiserror::Error;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{Client, Config, NoTls, Socket};
+use tokio_postgres::{Client, Config, GenericClient, NoTls, Socket, Statement};
 use tracing::{debug, warn};
 
 #[derive(Debug, Error)]
@@ -433,6 +434,29 @@ fn split_key_values(text: &str) -> Result<Vec<(String, String)>, DbError> {
 }
 
 /// Opens a connection named `walhook <role>` in `pg_stat_activity`.
+/// Statements prepared once per connection: one sent as text is parsed,
+/// analysed and planned every time, which on the hot path cost Postgres
+/// more than running it. Belongs to one connection; drop it with it.
+#[derive(Debug, Default)]
+pub struct Statements {
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl Statements {
+    pub async fn get<C: GenericClient>(
+        &mut self,
+        client: &C,
+        sql: &'static str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.prepared.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(sql).await?;
+        self.prepared.insert(sql, statement.clone());
+        Ok(statement)
+    }
+}
+
 pub async fn connect(url: &str, role: &str) -> Result<Client, DbError> {
     let (config, tls) = config_for(url, role)?;
     if tls.mode == SslMode::Disable {

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(1, "0001_schema.sql"),
     migration!(2, "0002_capture.sql"),
     migration!(3, "0003_subscriptions.sql"),
+    migration!(4, "0004_compression.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`

@@ -15,6 +15,7 @@ use thiserror::Error;
 use tokio_postgres::Client;
 
 use crate::change::format_lsn;
+use crate::db::Statements;
 use crate::route::{Routed, Router};
 use crate::source::{Ack, Batch};
 
@@ -34,6 +35,7 @@ pub struct Written {
 /// Writes batches through one connection of its own.
 pub struct Outbox {
     client: Client,
+    statements: Statements,
     router: Router,
 }
 
@@ -47,6 +49,7 @@ impl Outbox {
             .map_err(crate::db::DbError::Connect)?;
         Ok(Outbox {
             client,
+            statements: Statements::default(),
             router: Router::default(),
         })
     }
@@ -58,26 +61,49 @@ impl Outbox {
     /// Routes the batch and writes it, with its acknowledgement, in one
     /// transaction.
     pub async fn write(&mut self, batch: &Batch) -> Result<Written, OutboxError> {
+        let statements = &mut self.statements;
         let tx = self.client.transaction().await?;
         self.router.refresh(&tx).await?;
         let routed = self.router.route(&batch.changes);
-        let written = insert_routed(&tx, &routed).await?;
+        let written = insert_routed(&tx, statements, &routed).await?;
         if let Ack::DeleteCaptured(ids) = &batch.ack {
-            tx.execute("DELETE FROM walhook.capture WHERE id = ANY($1)", &[ids])
-                .await?;
+            let delete = statements.get(&tx, DELETE_CAPTURED).await?;
+            tx.execute(&delete, &[ids]).await?;
         }
         if written.deliveries > 0 {
             // Wakes relays in other processes; this one is woken directly.
-            tx.execute("SELECT pg_notify('walhook_deliveries', '')", &[])
-                .await?;
+            let notify = statements.get(&tx, NOTIFY).await?;
+            tx.execute(&notify, &[]).await?;
         }
         tx.commit().await?;
         Ok(written)
     }
 }
 
+const DELETE_CAPTURED: &str = "DELETE FROM walhook.capture WHERE id = ANY($1)";
+const NOTIFY: &str = "SELECT pg_notify('walhook_deliveries', '')";
+
+const INSERT_EVENTS: &str = "
+INSERT INTO walhook.events (id, type, payload, row_key, txid, commit_lsn)
+SELECT id, type, payload::json, row_key, txid, lsn::pg_lsn
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
+     AS t(id, type, payload, row_key, txid, lsn)
+ON CONFLICT (id) DO NOTHING";
+
+// Identity values follow the ORDER BY, so a row's deliveries are numbered
+// in commit order: the delivery side orders by id.
+const INSERT_DELIVERIES: &str = "
+INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
+SELECT t.event_id, t.subscription_id, t.row_key
+FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY
+     AS t(event_id, subscription_id, row_key, n)
+JOIN walhook.subscriptions s ON s.id = t.subscription_id
+ORDER BY t.n
+ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING";
+
 async fn insert_routed(
     tx: &tokio_postgres::Transaction<'_>,
+    statements: &mut Statements,
     routed: &Routed,
 ) -> Result<Written, tokio_postgres::Error> {
     if routed.events.is_empty() {
@@ -97,13 +123,10 @@ async fn insert_routed(
         .iter()
         .map(|e| e.commit_lsn.map(format_lsn))
         .collect();
+    let insert_events = statements.get(tx, INSERT_EVENTS).await?;
     let events = tx
         .execute(
-            "INSERT INTO walhook.events (id, type, payload, row_key, txid, commit_lsn)
-             SELECT id, type, payload::json, row_key, txid, lsn::pg_lsn
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
-                  AS t(id, type, payload, row_key, txid, lsn)
-             ON CONFLICT (id) DO NOTHING",
+            &insert_events,
             &[&ids, &types, &payloads, &row_keys, &txids, &lsns],
         )
         .await?;
@@ -124,17 +147,10 @@ async fn insert_routed(
         .iter()
         .map(|(i, _)| routed.events[*i].row_key.as_str())
         .collect();
-    // Identity values follow the ORDER BY, so a row's deliveries are
-    // numbered in commit order: the delivery side orders by id.
+    let insert_deliveries = statements.get(tx, INSERT_DELIVERIES).await?;
     let deliveries = tx
         .execute(
-            "INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
-             SELECT t.event_id, t.subscription_id, t.row_key
-             FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY
-                  AS t(event_id, subscription_id, row_key, n)
-             JOIN walhook.subscriptions s ON s.id = t.subscription_id
-             ORDER BY t.n
-             ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING",
+            &insert_deliveries,
             &[&event_ids, &subscription_ids, &delivery_keys],
         )
         .await?;

@@ -120,3 +120,28 @@ async fn documented_tables_and_columns_exist() {
         }
     }
 }
+
+#[tokio::test]
+async fn payloads_are_compressed_with_lz4_where_the_server_can() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    // pg_column_compression reports the method actually used for a value.
+    let lz4_supported = client
+        .batch_execute("CREATE TEMP TABLE probe (x text COMPRESSION lz4)")
+        .await
+        .is_ok();
+    let methods: Vec<String> = client
+        .query(
+            "SELECT attcompression::text FROM pg_attribute
+             WHERE (attrelid, attname) IN (('walhook.events'::regclass, 'payload'),
+                                           ('walhook.attempts'::regclass, 'response_body'))",
+            &[],
+        )
+        .await
+        .expect("column settings")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let expected = if lz4_supported { "l" } else { "" };
+    assert_eq!(methods, vec![expected.to_owned(), expected.to_owned()]);
+}

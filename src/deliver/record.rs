@@ -23,6 +23,7 @@ use super::http::Outcome;
 use super::retry::{self, Plan};
 use super::worker::{Shared, Target, BACKOFF_MAX, BACKOFF_START};
 use crate::config::DeliveryConfig;
+use crate::db::Statements;
 
 /// At most this many requests' results go into one write.
 /// How long the first result of a write waits for company.
@@ -110,6 +111,7 @@ pub(super) async fn run(
     mut finished: mpsc::UnboundedReceiver<Finished>,
 ) {
     let mut client: Option<Client> = None;
+    let mut statements = Statements::default();
     let mut batch: Vec<Finished> = Vec::new();
     let mut backoff = BACKOFF_START;
     // Reconnection stops only when the process is killed: results are
@@ -134,7 +136,10 @@ pub(super) async fn run(
         let connection = match client.take() {
             Some(c) if !c.is_closed() => c,
             _ => match super::worker::reconnect(&url, "deliver-record", &never).await {
-                Some(c) => c,
+                Some(c) => {
+                    statements = Statements::default();
+                    c
+                }
                 None => continue,
             },
         };
@@ -142,7 +147,7 @@ pub(super) async fn run(
         let Some(connection) = client.as_mut() else {
             continue;
         };
-        match write(connection, &batch, &config).await {
+        match write(connection, &mut statements, &batch, &config).await {
             Ok(()) => {
                 let done: Vec<(i64, i32)> = batch
                     .iter()
@@ -154,6 +159,8 @@ pub(super) async fn run(
                 shared.kick.notify_one();
             }
             Err(error) => {
+                // A schema change can leave a prepared statement unusable.
+                statements = Statements::default();
                 warn!(%error, results = batch.len(), retry_in = ?backoff, "recording delivery results failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -235,13 +242,16 @@ fn columns(batch: &[Finished]) -> (Columns, SubscriptionNews) {
 
 async fn write(
     client: &mut Client,
+    statements: &mut Statements,
     batch: &[Finished],
     config: &DeliveryConfig,
 ) -> Result<(), tokio_postgres::Error> {
     let (c, news) = columns(batch);
     let tx = client.transaction().await?;
+    let insert_attempts = statements.get(&tx, INSERT_ATTEMPTS).await?;
+    let update_deliveries = statements.get(&tx, UPDATE_DELIVERIES).await?;
     tx.execute(
-        INSERT_ATTEMPTS,
+        &insert_attempts,
         &[
             &c.ids,
             &c.attempted_at,
@@ -254,7 +264,7 @@ async fn write(
     .await?;
     let applied = tx
         .query(
-            UPDATE_DELIVERIES,
+            &update_deliveries,
             &[
                 &c.ids,
                 &c.claimed_attempts,

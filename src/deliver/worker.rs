@@ -21,6 +21,7 @@ use super::retry::Plan;
 use super::sign::Secret;
 use super::{prune, DeliverError, NOTIFY_CHANNEL};
 use crate::config::DeliveryConfig;
+use crate::db::Statements;
 
 /// The longest sleep without a wake-up: a claim that another relay let
 /// lapse is noticed at least this often.
@@ -157,6 +158,7 @@ pub(super) struct Engine {
     wake: Arc<Notify>,
     sender: Sender,
     client: Client,
+    statements: Statements,
 }
 
 impl Engine {
@@ -173,6 +175,7 @@ impl Engine {
             wake,
             sender,
             client,
+            statements: Statements::default(),
         })
     }
 
@@ -332,7 +335,7 @@ impl Engine {
     }
 
     async fn claim(
-        &self,
+        &mut self,
         shared: &Shared,
         limit: usize,
     ) -> Result<Vec<Claimed>, tokio_postgres::Error> {
@@ -341,10 +344,11 @@ impl Engine {
         let lease = self.config.lease.as_secs_f64();
         let per_subscription =
             i32::try_from(self.config.max_in_flight_per_subscription).unwrap_or(i32::MAX);
+        let claim = self.statements.get(&self.client, CLAIM).await?;
         let rows = self
             .client
             .query(
-                CLAIM,
+                &claim,
                 &[&limit, &lease, &busy_ids, &busy_counts, &per_subscription],
             )
             .await?;
@@ -418,12 +422,15 @@ impl Engine {
     }
 
     /// How long until the earliest scheduled retry, at most [`MAX_IDLE`].
-    async fn until_next_due(&self) -> Duration {
-        let next: Result<Option<f64>, _> = self
-            .client
-            .query_one(NEXT_DUE, &[])
-            .await
-            .map(|row| row.get(0));
+    async fn until_next_due(&mut self) -> Duration {
+        let next = match self.statements.get(&self.client, NEXT_DUE).await {
+            Ok(next_due) => self
+                .client
+                .query_one(&next_due, &[])
+                .await
+                .map(|row| row.get::<_, Option<f64>>(0)),
+            Err(error) => Err(error),
+        };
         match next {
             Ok(Some(seconds)) => Duration::try_from_secs_f64(seconds.max(0.0))
                 .unwrap_or(MAX_IDLE)
@@ -435,6 +442,8 @@ impl Engine {
     /// After a failed statement: reconnect if the connection is gone,
     /// backing off while Postgres is unreachable.
     async fn recover(&mut self, shutdown: &CancellationToken) {
+        // A schema change can leave a prepared statement unusable.
+        self.statements = Statements::default();
         if !self.client.is_closed() {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -456,7 +465,10 @@ impl Engine {
         }
         if self.client.is_closed() {
             match connect(&self.url, "deliver").await {
-                Ok(client) => self.client = client,
+                Ok(client) => {
+                    self.client = client;
+                    self.statements = Statements::default();
+                }
                 Err(error) => {
                     warn!(%error, count = held.len(), "cannot release claims; they return when their lease ends");
                     return 0;
