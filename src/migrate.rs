@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_capture.sql"),
     migration!(3, "0003_subscriptions.sql"),
     migration!(4, "0004_compression.sql"),
+    migration!(5, "0005_statement_cascades.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`

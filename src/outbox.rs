@@ -91,13 +91,18 @@ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text
 ON CONFLICT (id) DO NOTHING";
 
 // Identity values follow the ORDER BY, so a row's deliveries are numbered
-// in commit order: the delivery side orders by id.
+// in commit order: the delivery side orders by id. The subscriptions are
+// locked against deletion until the transaction ends, so none is deleted
+// (with its deliveries) between this insert and its commit.
 const INSERT_DELIVERIES: &str = "
+WITH live AS (
+    SELECT id FROM walhook.subscriptions WHERE id = ANY($2::int8[]) FOR KEY SHARE
+)
 INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
 SELECT t.event_id, t.subscription_id, t.row_key
 FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY
      AS t(event_id, subscription_id, row_key, n)
-JOIN walhook.subscriptions s ON s.id = t.subscription_id
+JOIN live s ON s.id = t.subscription_id
 ORDER BY t.n
 ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING";
 

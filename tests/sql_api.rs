@@ -496,3 +496,73 @@ async fn only_routing_changes_move_the_subscriptions_version() {
         .expect("pause");
     assert!(version().await > rerouted, "pausing changes routing");
 }
+
+#[tokio::test]
+async fn deleting_events_subscriptions_or_deliveries_deletes_what_refers_to_them() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let sub = seed_history(&client).await;
+    let other: i64 = client
+        .query_one(
+            "SELECT walhook.subscribe('https://example.com/other', ARRAY['*'])",
+            &[],
+        )
+        .await
+        .expect("subscribe")
+        .get(0);
+    client
+        .execute(
+            "INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
+             SELECT id, $1, row_key FROM walhook.events",
+            &[&other],
+        )
+        .await
+        .expect("deliveries of the other subscription");
+    client
+        .batch_execute(
+            "INSERT INTO walhook.attempts (delivery_id, status)
+             SELECT id, 500 FROM walhook.deliveries",
+        )
+        .await
+        .expect("attempts");
+    let count = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .expect("count")
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM walhook.deliveries").await, 6);
+    assert_eq!(count("SELECT count(*) FROM walhook.attempts").await, 6);
+
+    // An event: its deliveries for both subscriptions, and their attempts.
+    client
+        .execute("DELETE FROM walhook.events WHERE id = 'evt_a'", &[])
+        .await
+        .expect("delete event");
+    assert_eq!(
+        count("SELECT count(*) FROM walhook.deliveries WHERE event_id = 'evt_a'").await,
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM walhook.attempts").await, 4);
+
+    // A subscription: its deliveries, and their attempts; the other's stay.
+    client
+        .execute("SELECT walhook.unsubscribe($1)", &[&sub])
+        .await
+        .expect("unsubscribe");
+    assert_eq!(count("SELECT count(*) FROM walhook.deliveries").await, 3);
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM walhook.attempts a
+             WHERE NOT EXISTS (SELECT 1 FROM walhook.deliveries d WHERE d.id = a.delivery_id)"
+        )
+        .await,
+        0,
+        "no attempt outlives its delivery"
+    );
+    assert_eq!(count("SELECT count(*) FROM walhook.attempts").await, 3);
+}

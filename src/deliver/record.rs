@@ -349,7 +349,10 @@ async fn update_subscriptions(
 
 const INSERT_ATTEMPTS: &str = "
 INSERT INTO walhook.attempts (delivery_id, attempted_at, status, duration_ms, response_body, error)
-SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[], $5::text[], $6::text[])";
+SELECT u.* FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[], $5::text[], $6::text[])
+    AS u(delivery_id, attempted_at, status, duration_ms, response_body, error)
+-- Not for a delivery deleted meanwhile (its subscription was).
+WHERE EXISTS (SELECT 1 FROM walhook.deliveries d WHERE d.id = u.delivery_id)";
 
 const UPDATE_DELIVERIES: &str = "
 UPDATE walhook.deliveries d

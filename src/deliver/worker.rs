@@ -168,7 +168,7 @@ impl Engine {
         wake: Arc<Notify>,
     ) -> Result<Engine, DeliverError> {
         let sender = Sender::new(&config)?;
-        let client = connect(url, "deliver").await?;
+        let client = connect(url, CLAIM_ROLE).await?;
         Ok(Engine {
             url: url.to_owned(),
             config,
@@ -451,7 +451,7 @@ impl Engine {
             }
             return;
         }
-        if let Some(client) = reconnect(&self.url, "deliver", shutdown).await {
+        if let Some(client) = reconnect(&self.url, CLAIM_ROLE, shutdown).await {
             self.client = client;
         }
     }
@@ -464,7 +464,7 @@ impl Engine {
             return 0;
         }
         if self.client.is_closed() {
-            match connect(&self.url, "deliver").await {
+            match connect(&self.url, CLAIM_ROLE).await {
                 Ok(client) => {
                     self.client = client;
                     self.statements = Statements::default();
@@ -493,10 +493,25 @@ impl Engine {
 async fn connect(url: &str, role: &str) -> Result<Client, crate::db::DbError> {
     let client = crate::db::connect(url, role).await?;
     client
-        .batch_execute("SET synchronous_commit = off")
+        .batch_execute(session_settings(role))
         .await
         .map_err(crate::db::DbError::Connect)?;
     Ok(client)
+}
+
+/// The connection role that claims.
+const CLAIM_ROLE: &str = "deliver";
+
+/// The claim is planned on every run although it is prepared: its best
+/// plan depends on the parameters and on how much is due, and a generic
+/// plan, which Postgres may settle on after five runs, halved the delivery
+/// rate in some benchmark runs.
+fn session_settings(role: &str) -> &'static str {
+    if role == CLAIM_ROLE {
+        "SET synchronous_commit = off; SET plan_cache_mode = force_custom_plan"
+    } else {
+        "SET synchronous_commit = off"
+    }
 }
 
 /// Connects again, doubling the wait after each failure; `None` on shutdown.
