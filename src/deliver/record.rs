@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -46,6 +46,9 @@ pub(super) struct Finished {
     pub items: Vec<Item>,
     pub outcome: Outcome,
     pub attempted_at: DateTime<Utc>,
+    /// The request's place under `delivery.max_in_flight`, given back once
+    /// the result is written.
+    pub _permit: OwnedSemaphorePermit,
 }
 
 /// What becomes of a delivery after an attempt.

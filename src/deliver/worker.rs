@@ -633,7 +633,9 @@ async fn send(
     global: &Arc<Semaphore>,
     shutdown: &CancellationToken,
 ) -> Option<Finished> {
-    let _permit = match permit {
+    // Kept with the result until it is recorded: when recording falls
+    // behind, claiming slows down instead of results piling up in memory.
+    let permit = match permit {
         Some(permit) => permit,
         None => tokio::select! {
             _ = shutdown.cancelled() => return None,
@@ -696,6 +698,7 @@ async fn send(
         items,
         outcome,
         attempted_at,
+        _permit: permit,
     })
 }
 
