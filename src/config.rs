@@ -164,7 +164,8 @@ pub struct DeliveryConfig {
     pub retry_schedule: RetrySchedule,
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// Requests in flight across all subscriptions.
+    /// Requests in flight across all subscriptions, each counted until its
+    /// result is recorded.
     pub max_in_flight: usize,
     /// Requests in flight to one subscription (a subscription's own
     /// `max_in_flight` overrides it).

@@ -945,3 +945,42 @@ async fn timeouts_and_connection_errors_are_recorded_as_the_attempts_error() {
     );
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sending_waits_for_recording_when_recording_is_stuck() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::ok().await;
+    let subscription = subscribe(&client, &receiver.url, "").await;
+    for n in 0..20 {
+        add_event(
+            &client,
+            subscription,
+            &format!("evt_stuck{n}"),
+            &n.to_string(),
+        )
+        .await;
+    }
+    // Recording needs to insert attempts; this lock holds it back.
+    let mut blocker = db.client().await;
+    let lock = blocker.transaction().await.expect("begin");
+    lock.batch_execute("LOCK TABLE walhook.attempts IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .expect("lock attempts");
+    let mut config = config("0s");
+    config.max_in_flight = 4;
+    let running = start(&db, config).await;
+
+    receiver.wait_for(4, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        receiver.received().len(),
+        4,
+        "no more requests than max_in_flight while their results wait to be recorded"
+    );
+
+    lock.commit().await.expect("unlock");
+    let query = "SELECT count(*) FROM walhook.deliveries WHERE state = 'delivered'";
+    assert_eq!(wait_for_count(&client, query, 20, WAIT).await, 20);
+    running.stop().await;
+}
