@@ -12,7 +12,8 @@
 //! written again under the same ids.
 
 use thiserror::Error;
-use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 use crate::change::format_lsn;
 use crate::db::Statements;
@@ -65,16 +66,37 @@ impl Outbox {
         let tx = self.client.transaction().await?;
         self.router.refresh(&tx).await?;
         let routed = self.router.route(&batch.changes);
-        let written = insert_routed(&tx, statements, &routed).await?;
-        if let Ack::DeleteCaptured(ids) = &batch.ack {
-            let delete = statements.get(&tx, DELETE_CAPTURED).await?;
-            tx.execute(&delete, &[ids]).await?;
-        }
-        if written.deliveries > 0 {
+        let prepared = Prepared {
+            insert_events: statements.get(&tx, INSERT_EVENTS).await?,
+            insert_deliveries: statements.get(&tx, INSERT_DELIVERIES).await?,
+            delete_captured: statements.get(&tx, DELETE_CAPTURED).await?,
+            notify: statements.get(&tx, NOTIFY).await?,
+        };
+        let captured = match &batch.ack {
+            Ack::DeleteCaptured(ids) => Some(ids),
+            _ => None,
+        };
+        // The statements are sent together and answered in order: one round
+        // trip for the batch.
+        let consume = async {
+            match captured {
+                Some(ids) => tx
+                    .execute(&prepared.delete_captured, &[ids])
+                    .await
+                    .map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let notify = async {
             // Wakes relays in other processes; this one is woken directly.
-            let notify = statements.get(&tx, NOTIFY).await?;
-            tx.execute(&notify, &[]).await?;
-        }
+            if routed.deliveries.is_empty() {
+                Ok(())
+            } else {
+                tx.execute(&prepared.notify, &[]).await.map(|_| ())
+            }
+        };
+        let (written, (), ()) =
+            tokio::try_join!(insert_routed(&tx, &prepared, &routed), consume, notify)?;
         tx.commit().await?;
         Ok(written)
     }
@@ -106,9 +128,17 @@ JOIN live s ON s.id = t.subscription_id
 ORDER BY t.n
 ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING";
 
+/// The outbox's statements, prepared on its connection.
+struct Prepared {
+    insert_events: Statement,
+    insert_deliveries: Statement,
+    delete_captured: Statement,
+    notify: Statement,
+}
+
 async fn insert_routed(
     tx: &tokio_postgres::Transaction<'_>,
-    statements: &mut Statements,
+    prepared: &Prepared,
     routed: &Routed,
 ) -> Result<Written, tokio_postgres::Error> {
     if routed.events.is_empty() {
@@ -128,16 +158,12 @@ async fn insert_routed(
         .iter()
         .map(|e| e.commit_lsn.map(format_lsn))
         .collect();
-    let insert_events = statements.get(tx, INSERT_EVENTS).await?;
-    let events = tx
-        .execute(
-            &insert_events,
-            &[&ids, &types, &payloads, &row_keys, &txids, &lsns],
-        )
-        .await?;
+    let event_params: [&(dyn ToSql + Sync); 6] =
+        [&ids, &types, &payloads, &row_keys, &txids, &lsns];
+    let events = tx.execute(&prepared.insert_events, &event_params);
     if routed.deliveries.is_empty() {
         return Ok(Written {
-            events,
+            events: events.await?,
             deliveries: 0,
         });
     }
@@ -152,12 +178,8 @@ async fn insert_routed(
         .iter()
         .map(|(i, _)| routed.events[*i].row_key.as_str())
         .collect();
-    let insert_deliveries = statements.get(tx, INSERT_DELIVERIES).await?;
-    let deliveries = tx
-        .execute(
-            &insert_deliveries,
-            &[&event_ids, &subscription_ids, &delivery_keys],
-        )
-        .await?;
+    let delivery_params: [&(dyn ToSql + Sync); 3] = [&event_ids, &subscription_ids, &delivery_keys];
+    let deliveries = tx.execute(&prepared.insert_deliveries, &delivery_params);
+    let (events, deliveries) = tokio::try_join!(events, deliveries)?;
     Ok(Written { events, deliveries })
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -253,32 +254,28 @@ async fn write(
     let tx = client.transaction().await?;
     let insert_attempts = statements.get(&tx, INSERT_ATTEMPTS).await?;
     let update_deliveries = statements.get(&tx, UPDATE_DELIVERIES).await?;
-    tx.execute(
-        &insert_attempts,
-        &[
-            &c.ids,
-            &c.attempted_at,
-            &c.statuses,
-            &c.durations_ms,
-            &c.bodies,
-            &c.errors,
-        ],
-    )
-    .await?;
-    let applied = tx
-        .query(
-            &update_deliveries,
-            &[
-                &c.ids,
-                &c.claimed_attempts,
-                &c.states,
-                &c.delays,
-                &c.statuses,
-                &c.errors,
-            ],
-        )
-        .await?;
-    let disabled = update_subscriptions(&tx, &news, config).await?;
+    let attempt_params: [&(dyn ToSql + Sync); 6] = [
+        &c.ids,
+        &c.attempted_at,
+        &c.statuses,
+        &c.durations_ms,
+        &c.bodies,
+        &c.errors,
+    ];
+    let delivery_params: [&(dyn ToSql + Sync); 6] = [
+        &c.ids,
+        &c.claimed_attempts,
+        &c.states,
+        &c.delays,
+        &c.statuses,
+        &c.errors,
+    ];
+    // Sent together: one round trip for both.
+    let (_, applied) = tokio::try_join!(
+        tx.execute(&insert_attempts, &attempt_params),
+        tx.query(&update_deliveries, &delivery_params),
+    )?;
+    let disabled = update_subscriptions(&tx, statements, &news, config).await?;
     tx.commit().await?;
 
     let applied: HashSet<i64> = applied.iter().map(|row| row.get(0)).collect();
@@ -321,6 +318,7 @@ fn count_metrics(c: &Columns, applied: &HashSet<i64>) {
 /// disabled. Returns the subscriptions disabled here, with the reason.
 async fn update_subscriptions(
     tx: &tokio_postgres::Transaction<'_>,
+    statements: &mut Statements,
     news: &SubscriptionNews,
     config: &DeliveryConfig,
 ) -> Result<Vec<(i64, String)>, tokio_postgres::Error> {
@@ -333,7 +331,8 @@ async fn update_subscriptions(
     }
     if !news.succeeded.is_empty() {
         let ok: Vec<i64> = news.succeeded.iter().copied().collect();
-        tx.execute(CLEAR_FAILING, &[&ok]).await?;
+        let clear_failing = statements.get(tx, CLEAR_FAILING).await?;
+        tx.execute(&clear_failing, &[&ok]).await?;
     }
     let failing: Vec<i64> = news.failed.difference(&news.succeeded).copied().collect();
     if !failing.is_empty() {
