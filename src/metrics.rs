@@ -33,6 +33,15 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Folds the histogram samples recorded since the last call into their
+/// buckets. The recorder otherwise keeps every sample until `/metrics` is
+/// scraped, so an unscraped relay grows by a few dozen bytes per delivery.
+pub fn run_upkeep() {
+    if let Some(Some(handle)) = HANDLE.get() {
+        handle.run_upkeep();
+    }
+}
+
 fn describe() {
     metrics::describe_counter!(
         "walhook_changes_captured_total",

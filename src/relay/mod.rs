@@ -139,10 +139,12 @@ async fn apply_capture_mode(client: &Client, mode: CaptureMode) -> anyhow::Resul
     Ok(())
 }
 
-/// Keeps `walhook_outbox_depth{state}` and the slot gauges current.
+/// Keeps `walhook_outbox_depth{state}` and the slot gauges current, and
+/// the histograms' memory bounded.
 async fn report_gauges(url: String, slot: String, stop: CancellationToken) {
     let mut client: Option<Client> = None;
     loop {
+        crate::metrics::run_upkeep();
         if client.as_ref().is_none_or(Client::is_closed) {
             client = db::connect(&url, "metrics").await.ok();
         }
