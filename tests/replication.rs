@@ -697,3 +697,37 @@ async fn a_200k_row_transaction_streams_in_bounded_memory() {
     assert!(peak < 32_000_000, "peak {peak} bytes");
     finish(source, &client).await;
 }
+
+#[tokio::test]
+async fn a_graceful_close_confirms_everything_committed_at_once() {
+    let (db, client) = setup(
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE outbox_like (id int)",
+        "public.t",
+    )
+    .await;
+    let config = config(&db);
+    let mut source = connect(&db, &config).await;
+    client
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .expect("insert");
+    let batch = next_batch(&mut source).await;
+    let Ack::ConfirmLsn(lsn) = batch.ack else {
+        panic!("a replication ack")
+    };
+    // Like the outbox: an asynchronous commit whose WAL is not flushed yet
+    // when the confirm is handed over, so the confirm has to wait for it.
+    client
+        .batch_execute(
+            "SET synchronous_commit = off; INSERT INTO outbox_like SELECT generate_series(1, 1000)",
+        )
+        .await
+        .expect("asynchronous commit");
+    source.committed(&batch.ack).await.expect("confirm");
+    source.close().await;
+    assert!(
+        confirmed_flush(&client, &config.slot).await >= lsn,
+        "closing flushes and confirms instead of dropping what waits"
+    );
+    drop_slot(&client, &config.slot).await;
+}

@@ -861,9 +861,7 @@ async fn flush_now(client: &Client) -> Result<u64, tokio_postgres::Error> {
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await?;
     client
-        .batch_execute(
-            "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_current_xact_id(); COMMIT",
-        )
+        .batch_execute("BEGIN; SET LOCAL synchronous_commit = on; SELECT txid_current(); COMMIT")
         .await?;
     Ok(crate::change::parse_lsn(row.get(0)).unwrap_or(0))
 }
