@@ -385,9 +385,6 @@ impl Engine {
                 return Err(error);
             }
         };
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
         let claimed = self.assemble_claimed(&rows, events, targets, shared);
         if !claimed.is_empty() {
             let mut held = lock(&shared.held);
