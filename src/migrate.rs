@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_subscriptions.sql"),
     migration!(4, "0004_compression.sql"),
     migration!(5, "0005_statement_cascades.sql"),
+    migration!(6, "0006_claim_in_place.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`

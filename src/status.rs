@@ -28,16 +28,18 @@ pub async fn outbox_depth(
 }
 
 /// Deliveries still to do or given up on: pending, in flight and dead.
-/// Each count walks only its state's partial index, so the gauges never
-/// scan the delivered history, which grows without bound until pruned.
+/// The counts walk only the partial indexes of open and of dead deliveries,
+/// so the gauges never scan the delivered history, which grows without
+/// bound until pruned.
 pub async fn queue_depth(
     client: &Client,
 ) -> Result<Vec<(&'static str, i64)>, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT (SELECT count(*) FROM walhook.deliveries WHERE state = 'pending'),
-                    (SELECT count(*) FROM walhook.deliveries WHERE state = 'in_flight'),
-                    (SELECT count(*) FROM walhook.deliveries WHERE state = 'dead')",
+            "SELECT count(*) FILTER (WHERE state = 'pending'),
+                    count(*) FILTER (WHERE state = 'in_flight'),
+                    (SELECT count(*) FROM walhook.deliveries WHERE phase = 'dead')
+             FROM walhook.deliveries WHERE phase = 'open'",
             &[],
         )
         .await?;
@@ -127,8 +129,8 @@ pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
         .query_one(
             "SELECT max(delivered_at)::text, extract(epoch FROM now() - max(delivered_at))::float8,
                     (SELECT extract(epoch FROM now() - min(created_at))::float8
-                     FROM walhook.deliveries WHERE state = 'pending')
-             FROM walhook.deliveries WHERE state = 'delivered'",
+                     FROM walhook.deliveries WHERE phase = 'open' AND state = 'pending')
+             FROM walhook.deliveries WHERE phase = 'delivered'",
             &[],
         )
         .await?;
@@ -166,13 +168,13 @@ pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
         .query(
             "SELECT s.id, s.url, s.active, coalesce(s.disabled_reason, ''),
                     coalesce(s.failing_since::text, ''),
-                    (SELECT count(*) FROM walhook.deliveries d WHERE d.subscription_id = s.id AND d.state = 'dead'),
+                    (SELECT count(*) FROM walhook.deliveries d WHERE d.subscription_id = s.id AND d.phase = 'dead'),
                     (SELECT coalesce(d.last_error, 'HTTP ' || d.last_status::text, '') FROM walhook.deliveries d
                      WHERE d.subscription_id = s.id AND (d.last_error IS NOT NULL OR d.last_status >= 300)
                      ORDER BY d.id DESC LIMIT 1)
              FROM walhook.subscriptions s
              WHERE s.failing_since IS NOT NULL OR (NOT s.active AND s.disabled_reason IS DISTINCT FROM 'paused')
-                OR EXISTS (SELECT 1 FROM walhook.deliveries d WHERE d.subscription_id = s.id AND d.state = 'dead')
+                OR EXISTS (SELECT 1 FROM walhook.deliveries d WHERE d.subscription_id = s.id AND d.phase = 'dead')
              ORDER BY s.id",
             &[],
         )

@@ -145,3 +145,42 @@ async fn payloads_are_compressed_with_lz4_where_the_server_can() {
     let expected = if lz4_supported { "l" } else { "" };
     assert_eq!(methods, vec![expected.to_owned(), expected.to_owned()]);
 }
+
+#[tokio::test]
+async fn claiming_and_releasing_a_delivery_update_it_in_place() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "SELECT walhook.subscribe('http://127.0.0.1:9/', ARRAY['*']);
+             INSERT INTO walhook.events (id, type, payload, row_key)
+             VALUES ('evt_hot', 'orders.insert', '{}', 'public.orders:[1]');
+             INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
+             SELECT 'evt_hot', id, 'public.orders:[1]' FROM walhook.subscriptions;",
+        )
+        .await
+        .expect("a pending delivery");
+    // As a claim and a release on shutdown change the row. A heap-only
+    // update adds no index entry; it needs every index to ignore what moves.
+    client
+        .batch_execute(
+            "BEGIN;
+             UPDATE walhook.deliveries
+             SET state = 'in_flight', attempts = attempts + 1, lease_until = now() + interval '1 minute';
+             UPDATE walhook.deliveries
+             SET state = 'pending', attempts = attempts - 1, lease_until = NULL;",
+        )
+        .await
+        .expect("claim and release");
+    let (updates, in_place): (i64, i64) = client
+        .query_one(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
+             WHERE relid = 'walhook.deliveries'::regclass",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .expect("this transaction's table statistics");
+    client.batch_execute("COMMIT").await.expect("commit");
+    assert_eq!((updates, in_place), (2, 2), "both updates are heap-only");
+}

@@ -74,7 +74,7 @@ pub(super) async fn prune_round(
 const DELIVERED: &str = "
 DELETE FROM walhook.deliveries WHERE id IN (
     SELECT id FROM walhook.deliveries
-    WHERE state = 'delivered' AND delivered_at < now() - $1::float8 * interval '1 second'
+    WHERE phase = 'delivered' AND delivered_at < now() - $1::float8 * interval '1 second'
     LIMIT $2
     FOR UPDATE SKIP LOCKED)";
 
@@ -83,7 +83,7 @@ DELETE FROM walhook.deliveries WHERE id IN (
 const DEAD: &str = "
 DELETE FROM walhook.deliveries WHERE id IN (
     SELECT d.id FROM walhook.deliveries d
-    WHERE d.state = 'dead' AND d.created_at < now() - $1::float8 * interval '1 second'
+    WHERE d.phase = 'dead' AND d.created_at < now() - $1::float8 * interval '1 second'
       AND NOT EXISTS (
           SELECT 1 FROM walhook.attempts a
           WHERE a.delivery_id = d.id AND a.attempted_at >= now() - $1::float8 * interval '1 second')

@@ -203,17 +203,8 @@ impl Engine {
         );
 
         let mut requests = JoinSet::new();
-        let mut leases_checked = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             while requests.try_join_next().is_some() {}
-            if leases_checked.elapsed() >= LEASE_CHECK_EVERY {
-                leases_checked = tokio::time::Instant::now();
-                match self.client.execute(EXPIRED_LEASES, &[]).await {
-                    Ok(0) => {}
-                    Ok(taken_over) => info!(taken_over, "took over deliveries whose lease ran out"),
-                    Err(error) => warn!(%error, "checking for expired leases failed"),
-                }
-            }
             let room = global
                 .available_permits()
                 .min(usize::try_from(self.config.claim_batch).unwrap_or(usize::MAX));
@@ -385,6 +376,10 @@ impl Engine {
                 return Err(error);
             }
         };
+        let taken_over: i64 = rows.first().map_or(0, |row| row.get("taken_over"));
+        if taken_over > 0 {
+            info!(taken_over, "took over deliveries whose lease ran out");
+        }
         let claimed = self.assemble_claimed(&rows, events, targets, shared);
         if !claimed.is_empty() {
             let mut held = lock(&shared.held);
@@ -833,12 +828,14 @@ WITH busy (subscription_id, n) AS (
 ), chosen AS (
     -- Per subscription, an index walk over its due deliveries that stops
     -- after `room` rows: the cost follows what is claimed, not the backlog.
-    SELECT c.id
+    SELECT c.id, c.taken_over
     FROM rooms r
     CROSS JOIN LATERAL (
-        SELECT d.id FROM walhook.deliveries d
+        SELECT d.id, d.state = 'in_flight' AS taken_over FROM walhook.deliveries d
         WHERE d.subscription_id = r.id
-          AND d.state = 'pending'
+          AND d.phase = 'open'
+          -- In flight with a lease that ran out: its relay died or hung.
+          AND (d.state = 'pending' OR d.lease_until < now())
           AND d.next_attempt_at <= now()
           -- The oldest open delivery of its row, so rows keep commit
           -- order. A scalar subquery, not NOT EXISTS: its two keys are
@@ -847,7 +844,7 @@ WITH busy (subscription_id, n) AS (
               SELECT o.id FROM walhook.deliveries o
               WHERE o.subscription_id = d.subscription_id
                 AND o.row_key = d.row_key
-                AND o.state IN ('pending', 'in_flight')
+                AND o.phase = 'open'
               ORDER BY o.id
               LIMIT 1)
         ORDER BY d.next_attempt_at, d.id
@@ -864,7 +861,8 @@ SET state = 'in_flight',
 -- An array of ids, not a join: an index lookup per claimed delivery,
 -- whatever the planner expects of the chosen rows, and cheap to plan.
 WHERE d.id = ANY (ARRAY(SELECT id FROM chosen))
-RETURNING d.id, d.attempts, d.event_id, d.subscription_id";
+RETURNING d.id, d.attempts, d.event_id, d.subscription_id,
+          (SELECT count(*) FROM chosen WHERE taken_over) AS taken_over";
 
 /// The events of claimed deliveries.
 const EVENTS_OF: &str = "
@@ -884,23 +882,14 @@ FROM walhook.subscriptions s WHERE s.id = ANY ($1::bigint[])";
 /// How long a claim waits for more requests to end.
 const CLAIM_LINGER: Duration = Duration::from_millis(1);
 
-/// How often claims whose lease ran out are looked for.
-const LEASE_CHECK_EVERY: Duration = Duration::from_secs(1);
-
-/// Claims whose lease ran out (their relay died or hung) go back to
-/// pending, keeping their place in their row's order.
-const EXPIRED_LEASES: &str = "
-UPDATE walhook.deliveries
-SET state = 'pending', lease_until = NULL
-WHERE state = 'in_flight' AND lease_until < now()";
-
 /// Seconds until the earliest scheduled retry, if any.
 const NEXT_DUE: &str = "
 SELECT extract(epoch FROM min(n.next_attempt_at) - now())::float8
 FROM walhook.subscriptions s
 CROSS JOIN LATERAL (
     SELECT d.next_attempt_at FROM walhook.deliveries d
-    WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.next_attempt_at > now()
+    WHERE d.subscription_id = s.id AND d.phase = 'open' AND d.state = 'pending'
+      AND d.next_attempt_at > now()
     ORDER BY d.next_attempt_at LIMIT 1
 ) n
 WHERE s.active";
