@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_compression.sql"),
     migration!(5, "0005_statement_cascades.sql"),
     migration!(6, "0006_claim_in_place.sql"),
+    migration!(7, "0007_byte_order_keys.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`

@@ -184,3 +184,34 @@ async fn claiming_and_releasing_a_delivery_update_it_in_place() {
     client.batch_execute("COMMIT").await.expect("commit");
     assert_eq!((updates, in_place), (2, 2), "both updates are heap-only");
 }
+
+#[tokio::test]
+async fn event_ids_and_row_keys_compare_as_bytes() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let collations: Vec<String> = client
+        .query(
+            "SELECT a.attrelid::regclass::text || '.' || a.attname || ' ' || c.collname
+             FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+             WHERE (a.attrelid, a.attname) IN (('walhook.events'::regclass, 'id'),
+                                               ('walhook.events'::regclass, 'row_key'),
+                                               ('walhook.deliveries'::regclass, 'event_id'),
+                                               ('walhook.deliveries'::regclass, 'row_key'))
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("column collations")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        collations,
+        [
+            "walhook.deliveries.event_id C",
+            "walhook.deliveries.row_key C",
+            "walhook.events.id C",
+            "walhook.events.row_key C",
+        ]
+    );
+}

@@ -69,10 +69,22 @@ impl ContentType {
     }
 }
 
+/// A subscription URL, parsed once per claim rather than once per request.
+#[derive(Debug, Clone)]
+pub struct Destination(Result<reqwest::Url, String>);
+
+impl Destination {
+    pub fn parse(url: &str) -> Destination {
+        Destination(
+            reqwest::Url::parse(url).map_err(|e| format!("the subscription URL is not valid: {e}")),
+        )
+    }
+}
+
 /// One request to send.
 #[derive(Debug)]
 pub struct Message<'a> {
-    pub url: &'a str,
+    pub url: &'a Destination,
     pub webhook_id: &'a str,
     pub event_type: &'a str,
     pub subscription_id: i64,
@@ -179,8 +191,7 @@ impl Sender {
     }
 
     fn build(&self, message: &Message<'_>) -> Result<reqwest::Request, String> {
-        let url = reqwest::Url::parse(message.url)
-            .map_err(|e| format!("the subscription URL is not valid: {e}"))?;
+        let url = message.url.0.clone()?;
         if !self.allow_private {
             check_literal_host(&url)?;
         }

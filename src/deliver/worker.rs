@@ -16,7 +16,7 @@ use tokio_postgres::{Client, Row};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::http::{ContentType, Message, Sender};
+use super::http::{ContentType, Destination, Message, Sender};
 use super::record::{self, Finished, Item};
 use super::retry::Plan;
 use super::sign::Secret;
@@ -40,7 +40,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(super) struct Target {
     pub id: i64,
-    url: String,
+    url: Destination,
     secret: Secret,
     previous_secret: Option<Secret>,
     content_type: ContentType,
@@ -459,7 +459,7 @@ impl Engine {
         let batch_size: i32 = row.get("batch_size");
         Target {
             id: row.get("subscription_id"),
-            url: row.get("url"),
+            url: Destination::parse(row.get::<_, &str>("url")),
             secret: Secret::new(row.get::<_, String>("secret")),
             previous_secret: row
                 .get::<_, Option<String>>("previous_secret")
