@@ -418,7 +418,15 @@ impl RelayProcess {
     fn start(db_url: &str, slot: &str, mode: &str) -> anyhow::Result<RelayProcess> {
         // The slot is named after the database: slots are per server.
         let config = std::env::temp_dir().join(format!("{slot}.toml"));
-        std::fs::write(&config, format!("[capture]\nslot = \"{slot}\"\n"))?;
+        // BENCH_RELAY_CONFIG: more TOML for the relay, to compare settings.
+        let extra = std::env::var("BENCH_RELAY_CONFIG").unwrap_or_default();
+        std::fs::write(
+            &config,
+            format!(
+                "[capture]\nslot = \"{slot}\"\n{}\n",
+                extra.replace("\\n", "\n")
+            ),
+        )?;
         let log = std::env::var("BENCH_RELAY_LOG").unwrap_or_else(|_| "walhook=warn".into());
         let child = Command::new(env!("CARGO_BIN_EXE_walhook"))
             .args([

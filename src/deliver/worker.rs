@@ -342,8 +342,15 @@ impl Engine {
         // One transaction, so a connection lost before the payloads are read
         // leaves nothing claimed; its statements go out in two round trips.
         let client = &self.client;
-        let claim_params: [&(dyn ToSql + Sync); 5] =
-            [&limit, &lease, &busy_ids, &busy_counts, &per_subscription];
+        let ahead = claim_ahead(self.config.lease, self.config.timeout);
+        let claim_params: [&(dyn ToSql + Sync); 6] = [
+            &limit,
+            &lease,
+            &busy_ids,
+            &busy_counts,
+            &per_subscription,
+            &ahead,
+        ];
         let claimed_rows = async {
             let ((), rows) = tokio::try_join!(
                 client.batch_execute("BEGIN"),
@@ -804,21 +811,39 @@ async fn listen_once(
     Ok(())
 }
 
+/// The most claimed ahead: four times the requests a subscription may have
+/// running. More gained little in measurements, and leaves a relay holding
+/// more than its share when several relays share the outbox.
+const MAX_CLAIM_AHEAD: i32 = 4;
+
+/// How many times its concurrency to claim for a subscription: as deep as
+/// the lease allows, so that a delivery waiting behind requests that each
+/// run to the timeout is still sent before its lease runs out.
+fn claim_ahead(lease: Duration, timeout: Duration) -> i32 {
+    if timeout.is_zero() {
+        return MAX_CLAIM_AHEAD;
+    }
+    let rounds = (lease.as_secs_f64() / timeout.as_secs_f64()).floor();
+    // The float-to-int cast saturates; the clamp bounds it either way.
+    (rounds as i32).clamp(1, MAX_CLAIM_AHEAD)
+}
+
 /// Due deliveries of active subscriptions, not held back by an earlier open
 /// delivery of the same row, within each subscription's room
 /// (`max_in_flight` or the default, the rate for rate-limited ones, minus
 /// requests this process already has in flight), times its batch size.
 /// $1 limit, $2 lease seconds, $3/$4 requests in flight per subscription,
-/// $5 default per-subscription cap.
+/// $5 default per-subscription cap, $6 how many times that cap to claim.
 const CLAIM: &str = "
 WITH busy (subscription_id, n) AS (
     SELECT * FROM unnest($3::bigint[], $4::int[])
 ), rooms AS (
     SELECT s.id,
-           -- Twice the requests a subscription may have running: the
-           -- second half waits in this process, so a request that ends is
-           -- followed at once instead of after the next claim.
-           ((2 * least(coalesce(s.max_in_flight, $5::int),
+           -- Several times the requests a subscription may have running:
+           -- the rest waits in this process, so a request that ends is
+           -- followed at once instead of after the next claim, and claims
+           -- come in fewer, larger statements.
+           (($6::int * least(coalesce(s.max_in_flight, $5::int),
                        CASE WHEN s.max_per_second IS NULL THEN 2147483647
                             ELSE greatest(1, ceil(s.max_per_second))::int END)
              - coalesce(b.n, 0))::bigint * s.batch_size) AS room
@@ -905,6 +930,17 @@ WHERE d.id = u.id AND d.state = 'in_flight' AND d.attempts = u.attempt";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_reach_ahead_only_as_far_as_the_lease_covers() {
+        let s = Duration::from_secs;
+        assert_eq!(claim_ahead(s(60), s(10)), 4, "the defaults: capped");
+        assert_eq!(claim_ahead(s(30), s(10)), 3);
+        assert_eq!(claim_ahead(s(25), s(10)), 2);
+        assert_eq!(claim_ahead(s(10), s(10)), 1);
+        assert_eq!(claim_ahead(s(5), s(10)), 1, "never less than one round");
+        assert_eq!(claim_ahead(s(60), Duration::ZERO), 4);
+    }
 
     #[test]
     fn a_batch_id_is_stable_and_depends_on_its_events() {
