@@ -792,7 +792,7 @@ impl Bench {
         );
         self.figures.push(
             figure(
-                "deliveries end to end (backlog drain)",
+                "deliveries end to end (while capturing)",
                 delivered_rate,
                 "deliveries/s",
             )
