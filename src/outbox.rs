@@ -12,8 +12,10 @@
 //! written again under the same ids.
 
 use thiserror::Error;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
+use tracing::debug;
 
 use crate::change::format_lsn;
 use crate::db::Statements;
@@ -61,14 +63,39 @@ impl Outbox {
 
     /// Routes the batch and writes it, with its acknowledgement, in one
     /// transaction.
+    ///
+    /// A batch is first written with plain inserts. Only a batch written
+    /// before (captured again after a crash or a change of leader) runs
+    /// into an existing event id; its transaction is then rolled back and
+    /// the batch written again with inserts that skip what exists. An
+    /// `ON CONFLICT` insert costs every row an extra index probe and WAL
+    /// record, which only that rare batch needs.
     pub async fn write(&mut self, batch: &Batch) -> Result<Written, OutboxError> {
+        match self.write_with(batch, Inserts::Plain).await {
+            Err(OutboxError::Db(error)) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                debug!("the batch was written before; writing what is missing");
+                self.write_with(batch, Inserts::SkippingExisting).await
+            }
+            result => result,
+        }
+    }
+
+    async fn write_with(
+        &mut self,
+        batch: &Batch,
+        inserts: Inserts,
+    ) -> Result<Written, OutboxError> {
         let statements = &mut self.statements;
         let tx = self.client.transaction().await?;
         self.router.refresh(&tx).await?;
         let routed = self.router.route(&batch.changes);
+        let (insert_events, insert_deliveries) = match inserts {
+            Inserts::Plain => (INSERT_EVENTS, INSERT_DELIVERIES),
+            Inserts::SkippingExisting => (INSERT_NEW_EVENTS, INSERT_NEW_DELIVERIES),
+        };
         let prepared = Prepared {
-            insert_events: statements.get(&tx, INSERT_EVENTS).await?,
-            insert_deliveries: statements.get(&tx, INSERT_DELIVERIES).await?,
+            insert_events: statements.get(&tx, insert_events).await?,
+            insert_deliveries: statements.get(&tx, insert_deliveries).await?,
             delete_captured: statements.get(&tx, DELETE_CAPTURED).await?,
             notify: statements.get(&tx, NOTIFY).await?,
         };
@@ -105,18 +132,33 @@ impl Outbox {
 const DELETE_CAPTURED: &str = "DELETE FROM walhook.capture WHERE id = ANY($1)";
 const NOTIFY: &str = "SELECT pg_notify('walhook_deliveries', '')";
 
-const INSERT_EVENTS: &str = "
+/// How a batch's rows are inserted.
+#[derive(Debug, Clone, Copy)]
+enum Inserts {
+    /// Plain inserts: an existing event id fails the transaction.
+    Plain,
+    /// Inserts that skip events and deliveries already there.
+    SkippingExisting,
+}
+
+// Each insert in two forms: plain, and skipping rows already there.
+macro_rules! insert_events {
+    () => {
+        "
 INSERT INTO walhook.events (id, type, payload, row_key, txid, commit_lsn)
 SELECT id, type, payload::json, row_key, txid, lsn::pg_lsn
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
-     AS t(id, type, payload, row_key, txid, lsn)
-ON CONFLICT (id) DO NOTHING";
+     AS t(id, type, payload, row_key, txid, lsn)"
+    };
+}
 
 // Identity values follow the ORDER BY, so a row's deliveries are numbered
 // in commit order: the delivery side orders by id. The subscriptions are
 // locked against deletion until the transaction ends, so none is deleted
 // (with its deliveries) between this insert and its commit.
-const INSERT_DELIVERIES: &str = "
+macro_rules! insert_deliveries {
+    () => {
+        "
 WITH live AS (
     SELECT id FROM walhook.subscriptions WHERE id = ANY($2::int8[]) FOR KEY SHARE
 )
@@ -125,8 +167,17 @@ SELECT t.event_id, t.subscription_id, t.row_key
 FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY
      AS t(event_id, subscription_id, row_key, n)
 JOIN live s ON s.id = t.subscription_id
-ORDER BY t.n
-ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING";
+ORDER BY t.n"
+    };
+}
+
+const INSERT_EVENTS: &str = insert_events!();
+const INSERT_NEW_EVENTS: &str = concat!(insert_events!(), "\nON CONFLICT (id) DO NOTHING");
+const INSERT_DELIVERIES: &str = insert_deliveries!();
+const INSERT_NEW_DELIVERIES: &str = concat!(
+    insert_deliveries!(),
+    "\nON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING"
+);
 
 /// The outbox's statements, prepared on its connection.
 struct Prepared {
