@@ -150,7 +150,10 @@ impl RowChange {
             action: self.action,
             record: self.record.as_ref(),
             old_record: self.old_record.as_ref(),
-            changes: self.changes(),
+            changes: match (&self.record, &self.old_record) {
+                (Some(new), Some(old)) => Some(Changes { new, old }),
+                _ => None,
+            },
             actor: self.actor.as_deref(),
             txid: self.txid,
             lsn: self.commit_lsn.map(format_lsn),
@@ -181,11 +184,39 @@ struct EventBody<'a> {
     action: Action,
     record: Option<&'a Row>,
     old_record: Option<&'a Row>,
-    changes: Option<Map<String, Value>>,
+    changes: Option<Changes<'a>>,
     actor: Option<&'a str>,
     txid: u32,
     lsn: Option<String>,
     committed_at: String,
+}
+
+/// `changes` as [`RowChange::changes`] has it, serialized from the rows
+/// themselves: no value is copied (a large text column would be twice).
+struct Changes<'a> {
+    new: &'a Row,
+    old: &'a Row,
+}
+
+impl Serialize for Changes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+
+        #[derive(Serialize)]
+        struct Change<'a> {
+            old: &'a Value,
+            new: &'a Value,
+        }
+
+        let mut map = serializer.serialize_map(None)?;
+        for (column, new) in self.new {
+            let old = self.old.get(column).unwrap_or(&Value::Null);
+            if old != new {
+                map.serialize_entry(column, &Change { old, new })?;
+            }
+        }
+        map.end()
+    }
 }
 
 /// A webhook event ready for the outbox.
@@ -302,6 +333,27 @@ mod tests {
                 "committed_at"
             ]
         );
+    }
+
+    #[test]
+    fn the_event_carries_the_changes_in_column_order_and_none_without_an_old_row() {
+        let mut change = update();
+        if let (Some(new), Some(old)) = (&mut change.record, &mut change.old_record) {
+            new.insert("note".into(), json!("added"));
+            old.insert("gone".into(), json!("only before"));
+        }
+        let body: Value = serde_json::from_str(&change.to_event().payload).unwrap_or_default();
+        assert_eq!(
+            body["changes"],
+            Value::Object(change.changes().unwrap_or_default())
+        );
+        assert_eq!(
+            body["changes"],
+            json!({"status": {"old": "pending", "new": "paid"}, "note": {"old": null, "new": "added"}})
+        );
+        change.old_record = None;
+        let body: Value = serde_json::from_str(&change.to_event().payload).unwrap_or_default();
+        assert_eq!(body["changes"], Value::Null);
     }
 
     #[test]

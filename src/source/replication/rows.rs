@@ -114,9 +114,7 @@ pub fn tuple_to_row(
         }
         let value = match datum {
             Datum::Null => Value::Null,
-            Datum::Text(bytes) => {
-                value::text_to_json(types, column.type_oid, &String::from_utf8_lossy(bytes))
-            }
+            Datum::Text(bytes) => value::text_to_json(types, column.type_oid, &text_of(bytes)),
             Datum::Unchanged => {
                 return Err(format!(
                     "column {} of {}.{} is an unchanged TOAST value whose content is unknown",
@@ -137,6 +135,16 @@ pub fn key_values(relation: &RelationInfo, row: &Row) -> Vec<Value> {
         .filter_map(|&i| relation.columns.get(i))
         .map(|c| row.get(&c.name).cloned().unwrap_or(Value::Null))
         .collect()
+}
+
+/// A column's text, which arrives as UTF-8 (the connection's
+/// client_encoding). `from_utf8` checks it several bytes at a time, where
+/// `from_utf8_lossy` goes byte by byte; only invalid text takes the latter.
+fn text_of(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 #[cfg(test)]
