@@ -122,8 +122,15 @@ impl Outbox {
                 tx.execute(&prepared.notify, &[]).await.map(|_| ())
             }
         };
-        let (written, (), ()) =
-            tokio::try_join!(insert_routed(&tx, &prepared, &routed), consume, notify)?;
+        // Joined without short-circuiting: after a failed statement the
+        // later ones fail as "transaction aborted", and the first failure
+        // in statement order is the one that says what went wrong (and
+        // whether the batch was written before).
+        let (written, consumed, notified) =
+            tokio::join!(insert_routed(&tx, &prepared, &routed), consume, notify);
+        let written = written?;
+        consumed?;
+        notified?;
         tx.commit().await?;
         Ok(written)
     }
@@ -231,6 +238,10 @@ async fn insert_routed(
         .collect();
     let delivery_params: [&(dyn ToSql + Sync); 3] = [&event_ids, &subscription_ids, &delivery_keys];
     let deliveries = tx.execute(&prepared.insert_deliveries, &delivery_params);
-    let (events, deliveries) = tokio::try_join!(events, deliveries)?;
-    Ok(Written { events, deliveries })
+    // In statement order, as in `Outbox::write_with`.
+    let (events, deliveries) = tokio::join!(events, deliveries);
+    Ok(Written {
+        events: events?,
+        deliveries: deliveries?,
+    })
 }
