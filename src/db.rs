@@ -433,7 +433,6 @@ fn split_key_values(text: &str) -> Result<Vec<(String, String)>, DbError> {
     }
 }
 
-/// Opens a connection named `walhook <role>` in `pg_stat_activity`.
 /// Statements prepared once per connection: one sent as text is parsed,
 /// analysed and planned every time, which on the hot path cost Postgres
 /// more than running it. Belongs to one connection; drop it with it.
@@ -457,6 +456,7 @@ impl Statements {
     }
 }
 
+/// Opens a connection named `walhook <role>` in `pg_stat_activity`.
 pub async fn connect(url: &str, role: &str) -> Result<Client, DbError> {
     let (config, tls) = config_for(url, role)?;
     if tls.mode == SslMode::Disable {
