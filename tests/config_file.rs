@@ -40,6 +40,7 @@ const WITH_ENV_AND_FLAG: &[(&str, &str, &str)] = &[
         "--delivery-timeout",
     ),
     ("admin.listen", "WALHOOK_ADMIN_LISTEN", "--admin-listen"),
+    ("admin.token", "WALHOOK_ADMIN_TOKEN", "--admin-token"),
 ];
 
 /// Every key the file structs of `src/config.rs` declare, as
