@@ -18,7 +18,9 @@ pub const PAGE_SIZE: i64 = 50;
 /// on a busy relay "the last hour" is then the last part of it.
 pub const STATS_WINDOW: i64 = 20_000;
 
-/// A console statement, with arguments (SQL literals) to plan it with.
+/// A console statement, with arguments to plan it with: SQL literals in
+/// which `{subscription}`, `{event}`, `{delivery}` and `{attempt}` stand
+/// for the id of an existing one (the newest).
 #[derive(Debug, Clone, Copy)]
 pub struct PageQuery {
     pub name: &'static str,
@@ -32,9 +34,10 @@ pub const DEPTH: &str = "SELECT count(*) FILTER (WHERE state = 'pending'),
  FROM walhook.deliveries WHERE phase = 'open'";
 
 pub const THROUGHPUT: &str =
-    "SELECT floor(extract(epoch FROM now() - delivered_at) / $1)::int AS bucket, count(*)
+    "SELECT floor(extract(epoch FROM now() - delivered_at)::float8 / $1::float8)::int AS bucket,
+        count(*)
  FROM walhook.deliveries
- WHERE phase = 'delivered' AND delivered_at > now() - make_interval(secs => $1 * $2)
+ WHERE phase = 'delivered' AND delivered_at > now() - make_interval(secs => $1::float8 * $2::float8)
  GROUP BY 1";
 
 pub const CAPTURE_MODE: &str = "SELECT walhook.capture_mode()";
@@ -73,7 +76,11 @@ pub const STATS: &str = "SELECT d.subscription_id,
         (array_agg(a.status ORDER BY a.id DESC))[1],
         (array_agg(a.error ORDER BY a.id DESC))[1],
         max(a.attempted_at)
- FROM walhook.attempts a JOIN walhook.deliveries d ON d.id = a.delivery_id
+ FROM walhook.attempts a
+ -- One primary key probe per attempt of the window (LIMIT 1 keeps the
+ -- planner from hashing the whole deliveries table instead).
+ CROSS JOIN LATERAL (SELECT d.subscription_id FROM walhook.deliveries d
+                     WHERE d.id = a.delivery_id LIMIT 1) d
  WHERE a.id > $1
  GROUP BY d.subscription_id";
 
@@ -151,7 +158,7 @@ pub const PAGE_QUERIES: &[PageQuery] = &[
     PageQuery {
         name: "subscription",
         sql: SUBSCRIPTION,
-        sample_args: "1",
+        sample_args: "{subscription}",
     },
     PageQuery {
         name: "subscriptions: latest attempt",
@@ -161,42 +168,42 @@ pub const PAGE_QUERIES: &[PageQuery] = &[
     PageQuery {
         name: "subscriptions: statistics",
         sql: STATS,
-        sample_args: "(SELECT max(id) - 20000 FROM walhook.attempts)",
+        sample_args: "{attempt} - 20000",
     },
     PageQuery {
         name: "deliveries: first page",
         sql: DELIVERIES,
-        sample_args: "1, 9223372036854775807, NULL, NULL, 51",
+        sample_args: "{subscription}, 9223372036854775807, NULL, NULL, 51",
     },
     PageQuery {
         name: "deliveries: a later page",
         sql: DELIVERIES,
-        sample_args: "1, (SELECT max(id) / 2 FROM walhook.deliveries), NULL, NULL, 51",
+        sample_args: "{subscription}, {delivery} / 2, NULL, NULL, 51",
     },
     PageQuery {
         name: "deliveries: dead",
         sql: DELIVERIES,
-        sample_args: "1, 9223372036854775807, 'dead', NULL, 51",
+        sample_args: "{subscription}, 9223372036854775807, 'dead', NULL, 51",
     },
     PageQuery {
         name: "deliveries: delivered of a type",
         sql: DELIVERIES,
-        sample_args: "1, 9223372036854775807, 'delivered', 'orders.update', 51",
+        sample_args: "{subscription}, 9223372036854775807, 'delivered', 'orders.update', 51",
     },
     PageQuery {
         name: "event",
         sql: EVENT,
-        sample_args: "(SELECT max(id) FROM walhook.events)",
+        sample_args: "'{event}'",
     },
     PageQuery {
         name: "event: deliveries",
         sql: EVENT_DELIVERIES,
-        sample_args: "(SELECT max(id) FROM walhook.events)",
+        sample_args: "'{event}'",
     },
     PageQuery {
         name: "event: attempts",
         sql: ATTEMPTS,
-        sample_args: "ARRAY[(SELECT max(id) FROM walhook.deliveries)]",
+        sample_args: "ARRAY[{delivery}]::bigint[]",
     },
     PageQuery {
         name: "tail: recent",
@@ -206,12 +213,12 @@ pub const PAGE_QUERIES: &[PageQuery] = &[
     PageQuery {
         name: "tail: new attempts",
         sql: TAIL_ATTEMPTS,
-        sample_args: "(SELECT max(id) - 10 FROM walhook.attempts)",
+        sample_args: "{attempt} - 10",
     },
     PageQuery {
         name: "tail: new deliveries",
         sql: TAIL_DELIVERIES,
-        sample_args: "(SELECT max(id) - 10 FROM walhook.deliveries)",
+        sample_args: "{delivery} - 10",
     },
     PageQuery {
         name: "tail: latest delivery",
