@@ -251,8 +251,6 @@ async fn demo(
 
 /// Receives and prints deliveries while the sample rows are written; then
 /// keeps printing until shutdown or `exit_after`.
-#[allow(clippy::too_many_arguments)]
-
 /// The console's address as a browser on this machine opens it.
 fn console_address(listen: std::net::SocketAddr) -> String {
     let mut address = listen;
@@ -261,6 +259,8 @@ fn console_address(listen: std::net::SocketAddr) -> String {
     }
     format!("http://{address}/")
 }
+
+#[allow(clippy::too_many_arguments)]
 async fn watch_deliveries(
     client: &Client,
     config: &Config,
