@@ -249,8 +249,6 @@ async fn demo(
     result
 }
 
-/// Receives and prints deliveries while the sample rows are written; then
-/// keeps printing until shutdown or `exit_after`.
 /// The console's address as a browser on this machine opens it.
 fn console_address(listen: std::net::SocketAddr) -> String {
     let mut address = listen;
@@ -260,6 +258,8 @@ fn console_address(listen: std::net::SocketAddr) -> String {
     format!("http://{address}/")
 }
 
+/// Receives and prints deliveries while the sample rows are written; then
+/// keeps printing until shutdown or `exit_after`.
 #[allow(clippy::too_many_arguments)]
 async fn watch_deliveries(
     client: &Client,
