@@ -610,3 +610,30 @@ async fn every_page_statement_uses_indexes_on_a_million_attempts() {
     }
     console.stop().await;
 }
+
+#[tokio::test]
+async fn the_console_pool_is_small_and_times_statements_out() {
+    let db = TestDb::new().await;
+    let pool = walhook::console::pool::build(&db.url).expect("pool");
+    assert_eq!(pool.status().max_size, walhook::console::pool::POOL_SIZE);
+    assert_eq!(walhook::console::pool::POOL_SIZE, 4);
+    let client = pool.get().await.expect("a connection");
+    let row = client
+        .query_one(
+            "SELECT current_setting('statement_timeout'), current_setting('application_name')",
+            &[],
+        )
+        .await
+        .expect("settings");
+    assert_eq!(row.get::<_, String>(0), "5s");
+    assert_eq!(row.get::<_, String>(1), "walhook console");
+    let error = client
+        .query_one("SELECT pg_sleep(6)", &[])
+        .await
+        .expect_err("cut off");
+    let message = error
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("statement timeout"), "{message}");
+}
