@@ -115,7 +115,7 @@ async fn a_person_redelivers_a_failure_pauses_resumes_pings_and_unsubscribes() {
 
     // Open the subscription; the dead delivery is there.
     browser
-        .click(&format!("tr[data-subscription='{sub}'] td.url a"))
+        .click_and_load(&format!("tr[data-subscription='{sub}'] td.url a"))
         .await;
     browser
         .wait_for("tr[data-state='dead']", Duration::from_secs(5))
@@ -124,7 +124,7 @@ async fn a_person_redelivers_a_failure_pauses_resumes_pings_and_unsubscribes() {
     assert!(dead.contains("HTTP 503"), "{dead}");
     // Redeliver it and watch the new attempt succeed.
     browser
-        .click("tr[data-state='dead'] button[data-action='redeliver']")
+        .click_and_load("tr[data-state='dead'] button[data-action='redeliver']")
         .await;
     assert!(browser.text("p.notice").await.contains("queued again"));
     browser
@@ -182,7 +182,7 @@ async fn a_person_redelivers_a_failure_pauses_resumes_pings_and_unsubscribes() {
     browser
         .goto(&format!("{}/subscriptions/{sub}", console.base))
         .await;
-    browser.click("button[data-action='pause']").await;
+    browser.click_and_load("button[data-action='pause']").await;
     assert_eq!(browser.text("h1 .badge").await, "paused");
     let active: bool = client
         .query_one(
@@ -193,12 +193,12 @@ async fn a_person_redelivers_a_failure_pauses_resumes_pings_and_unsubscribes() {
         .expect("subscription")
         .get(0);
     assert!(!active);
-    browser.click("button[data-action='resume']").await;
+    browser.click_and_load("button[data-action='resume']").await;
     assert_eq!(browser.text("h1 .badge").await, "active");
 
     // Send a test event.
     let before = receiver.received().len();
-    browser.click("button[data-action='ping']").await;
+    browser.click_and_load("button[data-action='ping']").await;
     assert!(browser.text("p.notice").await.contains("Test event"));
     let got = receiver.wait_for(before + 1, Duration::from_secs(10)).await;
     assert_eq!(
@@ -213,12 +213,14 @@ async fn a_person_redelivers_a_failure_pauses_resumes_pings_and_unsubscribes() {
         .goto(&format!("{}/subscriptions", console.base))
         .await;
     browser
-        .click(&format!(
+        .click_and_load(&format!(
             "tr[data-subscription='{other}'] a[href$='/unsubscribe']"
         ))
         .await;
     assert!(browser.text("h1").await.contains("hooks.example.com/crm"));
-    browser.click("button[data-action='unsubscribe']").await;
+    browser
+        .click_and_load("button[data-action='unsubscribe']")
+        .await;
     assert!(browser.text("p.notice").await.contains("removed"));
     assert_eq!(
         browser

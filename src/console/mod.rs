@@ -277,6 +277,24 @@ fn page(markup: Markup) -> Response {
     Html(markup.into_string()).into_response()
 }
 
+/// A page with the session's CSRF token and notice.
+fn render(console: &Console, session: &Session, draw: impl FnOnce(&Frame) -> Markup) -> Response {
+    let mut csrf = String::new();
+    let frame = session.frame(console, &mut csrf);
+    page(draw(&frame))
+}
+
+async fn existing_subscription(
+    client: &tokio_postgres::Client,
+    id: i64,
+) -> Result<queries::Subscription, PageError> {
+    queries::subscription(client, id)
+        .await?
+        .ok_or(PageError::NotFound(
+            "There is no subscription with this id.",
+        ))
+}
+
 async fn overview(
     State(console): State<Console>,
     Extension(session): Extension<Session>,
@@ -286,9 +304,9 @@ async fn overview(
     let lag = queries::lag(&client, &console.inner.slot).await?;
     let rates = queries::throughput(&client, 15, 20).await?;
     let subs = queries::subscriptions(&client, true).await?;
-    let mut csrf = String::new();
-    let frame = session.frame(&console, &mut csrf);
-    Ok(page(pages::overview(&frame, &depth, &lag, &rates, &subs)))
+    Ok(render(&console, &session, |frame| {
+        pages::overview(frame, &depth, &lag, &rates, &subs)
+    }))
 }
 
 async fn subscriptions(
@@ -297,9 +315,9 @@ async fn subscriptions(
 ) -> Result<Response, PageError> {
     let client = console.inner.pool.get().await?;
     let subs = queries::subscriptions(&client, false).await?;
-    let mut csrf = String::new();
-    let frame = session.frame(&console, &mut csrf);
-    Ok(page(pages::subscriptions(&frame, &subs)))
+    Ok(render(&console, &session, |frame| {
+        pages::subscriptions(frame, &subs)
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -328,18 +346,12 @@ async fn subscription(
     Query(query): Query<DeliveryQuery>,
 ) -> Result<Response, PageError> {
     let client = console.inner.pool.get().await?;
-    let sub = queries::subscription(&client, id)
-        .await?
-        .ok_or(PageError::NotFound(
-            "There is no subscription with this id.",
-        ))?;
+    let sub = existing_subscription(&client, id).await?;
     let filter = query.filter();
     let (rows, next) = queries::deliveries(&client, id, &filter).await?;
-    let mut csrf = String::new();
-    let frame = session.frame(&console, &mut csrf);
-    Ok(page(pages::subscription(
-        &frame, &sub, &rows, next, &filter,
-    )))
+    Ok(render(&console, &session, |frame| {
+        pages::subscription(frame, &sub, &rows, next, &filter)
+    }))
 }
 
 async fn unsubscribe(
@@ -348,14 +360,10 @@ async fn unsubscribe(
     Path(id): Path<i64>,
 ) -> Result<Response, PageError> {
     let client = console.inner.pool.get().await?;
-    let sub = queries::subscription(&client, id)
-        .await?
-        .ok_or(PageError::NotFound(
-            "There is no subscription with this id.",
-        ))?;
-    let mut csrf = String::new();
-    let frame = session.frame(&console, &mut csrf);
-    Ok(page(pages::unsubscribe(&frame, &sub)))
+    let sub = existing_subscription(&client, id).await?;
+    Ok(render(&console, &session, |frame| {
+        pages::unsubscribe(frame, &sub)
+    }))
 }
 
 async fn event(
@@ -367,9 +375,7 @@ async fn event(
     let ev = queries::event(&client, &id)
         .await?
         .ok_or(PageError::NotFound("There is no event with this id."))?;
-    let mut csrf = String::new();
-    let frame = session.frame(&console, &mut csrf);
-    Ok(page(pages::event(&frame, &ev)))
+    Ok(render(&console, &session, |frame| pages::event(frame, &ev)))
 }
 
 async fn tail(
@@ -378,9 +384,9 @@ async fn tail(
 ) -> Result<Response, PageError> {
     let client = console.inner.pool.get().await?;
     let lines = queries::tail_recent(&client, 50).await?;
-    let mut csrf = String::new();
-    let frame = session.frame(&console, &mut csrf);
-    Ok(page(pages::tail(&frame, &lines)))
+    Ok(render(&console, &session, |frame| {
+        pages::tail(frame, &lines)
+    }))
 }
 
 /// `<delivery id>.<attempt id>`: where a reconnecting tail resumes.
