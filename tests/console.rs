@@ -490,7 +490,115 @@ async fn deliveries_are_paged_by_keyset_and_filtered() {
     assert_eq!(ids.len(), 12, "dead updates (every tenth, all even)");
     assert!(dead.body.contains("data-state=\"dead\""));
     assert!(!dead.body.contains("data-state=\"delivered\""));
+
+    // Redeliver all dead ones, and replay since a time, from the page's forms.
+    let csrf = dead.csrf();
+    let id = sub.to_string();
+    let back = format!("/subscriptions/{sub}");
+    let all_dead = browser
+        .post(
+            "/actions",
+            &[
+                ("csrf", csrf.as_str()),
+                ("action", "redeliver-dead"),
+                ("id", &id),
+                ("back", &back),
+            ],
+        )
+        .await;
+    assert_eq!(all_dead.status, 303, "{}", all_dead.body);
+    let shown = browser.get(&all_dead.location()).await;
+    assert!(
+        shown.body.contains("12 dead deliveries of subscription"),
+        "{}",
+        shown.body
+    );
+    let still_dead: i64 = client
+        .query_one(
+            "SELECT count(*) FROM walhook.deliveries WHERE phase = 'dead'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(still_dead, 0);
+    let bad = browser
+        .post(
+            "/actions",
+            &[
+                ("csrf", csrf.as_str()),
+                ("action", "replay"),
+                ("id", &id),
+                ("since", "yesterday"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("is not a time"), "{}", bad.body);
+    let replay = browser
+        .post(
+            "/actions",
+            &[
+                ("csrf", csrf.as_str()),
+                ("action", "replay"),
+                ("id", &id),
+                ("since", "2000-01-01T00:00"),
+                ("back", &back),
+            ],
+        )
+        .await;
+    assert_eq!(replay.status, 303, "{}", replay.body);
+    let since: String = client
+        .query_one(
+            "SELECT to_char(since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM walhook.replays WHERE subscription_id = $1",
+            &[&sub],
+        )
+        .await
+        .expect("a replay was started")
+        .get(0);
+    assert_eq!(since, "2000-01-01 00:00");
     console.stop().await;
+}
+
+#[tokio::test]
+async fn the_overview_reports_the_slot_lag_in_replication_mode() {
+    let db = TestDb::new().await;
+    common::prepare_capture(&db.url, CaptureMode::Replication).await;
+    let port = common::console::free_port();
+    let mut config = test_config(&db.url, CaptureMode::Replication);
+    config.admin.listen = format!("127.0.0.1:{port}").parse().expect("address");
+    let relay = Relay::start_with(config);
+    let mut browser = ConsoleClient::new(&format!("http://127.0.0.1:{port}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        if let Ok(response) = reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await {
+            if response
+                .text()
+                .await
+                .unwrap_or_default()
+                .contains("capturing")
+            {
+                break browser.get("/").await;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not start capturing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Capture lag (replication)"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("no slot yet"), "the slot is found");
+    assert!(
+        page.body.contains(" B<") || page.body.contains("iB<"),
+        "lag in bytes"
+    );
+    relay.stop().await;
 }
 
 #[tokio::test]
