@@ -134,6 +134,7 @@ async fn a_person_redelivers_a_failure_pauses_resumes_pings_and_unsubscribes() {
         )
         .await;
     assert_eq!(browser.count("tr[data-state='dead']").await, 0);
+    browser.screenshot_for_docs("subscription").await;
     // Its event page shows four attempts: three 503s, then the 200.
     let insert_event: String = client
         .query_one(
