@@ -1,5 +1,5 @@
 //! The admin endpoints: `/healthz` (is the relay up and its database
-//! reachable) and `/metrics` (Prometheus).
+//! reachable), `/metrics` (Prometheus) and the console at `/`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,6 +21,7 @@ use crate::relay::capture::CaptureState;
 pub struct AdminState {
     pub database_url: String,
     pub capture: Arc<CaptureState>,
+    pub console: crate::console::Console,
 }
 
 /// The running server.
@@ -38,10 +39,32 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let local_addr = listener.local_addr()?;
     let metrics = crate::metrics::install();
+    let console = state.console.clone();
     let app = Router::new()
         .route("/healthz", get(healthz))
         .with_state(state)
-        .route("/metrics", get(move || render_metrics(metrics.clone())));
+        .route(
+            "/metrics",
+            get({
+                let console = console.clone();
+                move |headers: HeaderMap| {
+                    let allowed = console.authorizes(&headers);
+                    let metrics = metrics.clone();
+                    async move {
+                        if !allowed {
+                            return (
+                                StatusCode::UNAUTHORIZED,
+                                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                                "send the admin token: Authorization: Bearer <admin.token>",
+                            )
+                                .into_response();
+                        }
+                        render_metrics(metrics).await
+                    }
+                }
+            }),
+        )
+        .merge(console.routes(stop.clone()));
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })

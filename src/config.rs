@@ -22,6 +22,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "WALHOOK_RETRY_SCHEDULE",
     "WALHOOK_DELIVERY_TIMEOUT",
     "WALHOOK_ADMIN_LISTEN",
+    "WALHOOK_ADMIN_TOKEN",
     "WALHOOK_LOG",
 ];
 
@@ -185,6 +186,9 @@ pub struct DeliveryConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Signs a browser in to the console and authorizes `/metrics`;
+    /// required when `listen` is not a loopback address.
+    pub token: Option<String>,
 }
 
 impl Default for Config {
@@ -216,6 +220,7 @@ impl Default for Config {
             },
             admin: AdminConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
+                token: None,
             },
         }
     }
@@ -232,6 +237,7 @@ pub struct Overrides {
     pub retry_schedule: Option<String>,
     pub delivery_timeout: Option<String>,
     pub admin_listen: Option<String>,
+    pub admin_token: Option<String>,
 }
 
 /// The file's shape: every key documented in `config/walhook.toml`.
@@ -278,6 +284,7 @@ struct FileDelivery {
 #[serde(deny_unknown_fields)]
 struct FileAdmin {
     listen: Option<String>,
+    token: Option<String>,
 }
 
 impl Config {
@@ -384,6 +391,9 @@ impl Config {
         if let Some(listen) = file.admin.listen {
             self.admin.listen = parse_listen(&listen, "admin.listen")?;
         }
+        if let Some(token) = file.admin.token {
+            self.admin.token = Some(admin_token(token, "admin.token")?);
+        }
         Ok(())
     }
 
@@ -410,6 +420,12 @@ impl Config {
         }
         if let Some(listen) = &o.admin_listen {
             self.admin.listen = parse_listen(listen, "--admin-listen / WALHOOK_ADMIN_LISTEN")?;
+        }
+        if let Some(token) = &o.admin_token {
+            self.admin.token = Some(admin_token(
+                token.clone(),
+                "--admin-token / WALHOOK_ADMIN_TOKEN",
+            )?);
         }
         if self.delivery.timeout.is_zero() {
             return Err(invalid("delivery.timeout", "must be more than 0s"));
@@ -455,6 +471,18 @@ fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_owned(),
         message: e.to_string(),
     })
+}
+
+/// A token short enough to guess would make the console's sign-in a lock
+/// anyone can pick.
+fn admin_token(token: String, setting: &str) -> Result<String, ConfigError> {
+    if token.trim().chars().count() < 16 {
+        return Err(invalid(
+            setting,
+            "the admin token must be at least 16 characters; generate one with e.g. `openssl rand -hex 24`",
+        ));
+    }
+    Ok(token.trim().to_owned())
 }
 
 fn set_duration(

@@ -157,9 +157,13 @@ async fn demo(
     config.database_url = Some(url.to_owned());
     config.delivery.allow_private_targets = true;
     // A relay already running here holds the admin port; the demo's own
-    // admin endpoints then take any free one.
-    if std::net::TcpListener::bind(config.admin.listen).is_err() {
-        config.admin.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    // admin endpoints then take a free one, found here so the console's
+    // address can be printed.
+    if config.admin.listen.port() == 0 || std::net::TcpListener::bind(config.admin.listen).is_err()
+    {
+        config.admin.listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     }
     config.delivery.retry_schedule = "0s,1s,2s,5s"
         .parse::<RetrySchedule>()
@@ -198,6 +202,7 @@ async fn demo(
     println!("  table         public.orders, watched ({mode} capture)");
     println!("  receiver      {hook_url}, subscribed to orders.* (subscription {subscription})");
     println!("  secret        {secret}");
+    println!("  console       {}", console_address(config.admin.listen));
     println!();
 
     let stop_receiver = CancellationToken::new();
@@ -242,6 +247,15 @@ async fn demo(
         }
     }
     result
+}
+
+/// The console's address as a browser on this machine opens it.
+fn console_address(listen: std::net::SocketAddr) -> String {
+    let mut address = listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{address}/")
 }
 
 /// Receives and prints deliveries while the sample rows are written; then

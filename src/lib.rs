@@ -9,6 +9,7 @@ pub mod admin;
 pub mod catalog;
 pub mod change;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod deliver;
 pub mod demo;

@@ -59,9 +59,12 @@ struct Settings {
         value_name = "DURATION"
     )]
     delivery_timeout: Option<String>,
-    /// Address of /healthz and /metrics (admin.listen)
+    /// Address of the console, /healthz and /metrics (admin.listen)
     #[arg(long, global = true, env = "WALHOOK_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<String>,
+    /// Token of the console and /metrics; required off loopback (admin.token)
+    #[arg(long, global = true, env = "WALHOOK_ADMIN_TOKEN", value_name = "TOKEN")]
+    admin_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +96,7 @@ impl Settings {
             retry_schedule: self.retry_schedule.clone(),
             delivery_timeout: self.delivery_timeout.clone(),
             admin_listen: self.admin_listen.clone(),
+            admin_token: self.admin_token.clone(),
         }
     }
 }

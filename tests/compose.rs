@@ -97,6 +97,7 @@ fn walhook_settings_parse_with_the_configuration_rules() {
         retry_schedule: env.get("WALHOOK_RETRY_SCHEDULE").cloned(),
         delivery_timeout: env.get("WALHOOK_DELIVERY_TIMEOUT").cloned(),
         admin_listen: env.get("WALHOOK_ADMIN_LISTEN").cloned(),
+        admin_token: env.get("WALHOOK_ADMIN_TOKEN").cloned(),
     };
     let config = Config::load(&overrides).unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
     let url = config

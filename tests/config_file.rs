@@ -40,6 +40,7 @@ const WITH_ENV_AND_FLAG: &[(&str, &str, &str)] = &[
         "--delivery-timeout",
     ),
     ("admin.listen", "WALHOOK_ADMIN_LISTEN", "--admin-listen"),
+    ("admin.token", "WALHOOK_ADMIN_TOKEN", "--admin-token"),
 ];
 
 /// Every key the file structs of `src/config.rs` declare, as
@@ -76,8 +77,9 @@ fn keys_in_config_source() -> BTreeSet<String> {
     keys
 }
 
-/// For each `key = value` line of the example (also a commented-out one at
-/// the top level), its dotted name and the comment lines right above it.
+/// For each `key = value` line of the example (also a commented-out one,
+/// for keys without a default), its dotted name and the comment lines
+/// right above it.
 fn documented_keys() -> Vec<(String, String)> {
     let mut section = String::new();
     let mut comment = String::new();
@@ -91,7 +93,10 @@ fn documented_keys() -> Vec<(String, String)> {
         }
         let code = line
             .strip_prefix("# ")
-            .filter(|rest| rest.contains(" = \"") && section.is_empty())
+            .filter(|rest| {
+                rest.split_once(" = \"")
+                    .is_some_and(|(key, _)| !key.contains(' '))
+            })
             .unwrap_or(line);
         if !code.starts_with('#') && code.contains('=') {
             let key = code.split('=').next().unwrap_or_default().trim();

@@ -21,6 +21,8 @@ use capture::CaptureState;
 /// Runs the relay until `shutdown` fires or a stage fails for good.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let url = config.require_database_url()?.to_owned();
+    // An admin server open to the network is refused before anything starts.
+    let console = crate::console::Console::new(&url, &config.admin, &config.capture.slot)?;
     let control = db::connect(&url, "control").await?;
     migrate::require_current(&control).await?;
     if config.capture.mode == CaptureMode::Replication {
@@ -40,6 +42,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         admin::AdminState {
             database_url: url.clone(),
             capture: capture_state.clone(),
+            console,
         },
         stop.clone(),
     )

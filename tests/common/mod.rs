@@ -423,3 +423,5 @@ pub async fn prepare_capture(url: &str, mode: walhook::config::CaptureMode) {
             .expect("slot and publication");
     }
 }
+pub mod browser;
+pub mod console;
