@@ -50,13 +50,10 @@ pub struct TableRef {
 }
 
 impl TableRef {
-    /// The table part of an event type: `orders`, or `audit.log` outside `public`.
+    /// The table part of an event type: `orders`, `audit.log` outside
+    /// `public`, a name that needs it quoted (`"audit.log"`).
     pub fn type_prefix(&self) -> String {
-        if self.schema == "public" {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.schema, self.name)
-        }
+        crate::event_type::table_prefix(&self.schema, &self.name)
     }
 }
 
@@ -102,7 +99,11 @@ impl RowChange {
 
     /// The ordering key: events with equal keys are delivered in commit order.
     pub fn row_key(&self) -> String {
-        let table = format!("{}.{}", self.table.schema, self.table.name);
+        let table = format!(
+            "{}.{}",
+            crate::event_type::quote_part(&self.table.schema),
+            crate::event_type::quote_part(&self.table.name)
+        );
         if self.key.is_empty() || self.action == Action::Truncate {
             table
         } else {
