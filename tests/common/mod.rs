@@ -423,3 +423,4 @@ pub async fn prepare_capture(url: &str, mode: walhook::config::CaptureMode) {
             .expect("slot and publication");
     }
 }
+pub mod sql_surface;
