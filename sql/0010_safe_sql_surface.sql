@@ -456,7 +456,9 @@ BEGIN
 END $$;
 
 -- ddl_command_end of ALTER TABLE / ALTER SCHEMA: a renamed watched table
--- keeps being captured, but its events change type, so say so.
+-- keeps being captured, but its events change type, so say so, naming the
+-- subscriptions whose patterns named the table (not those of `*` or
+-- `*.delete`, which keep matching).
 CREATE FUNCTION walhook.notice_renamed_tables() RETURNS event_trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -480,10 +482,11 @@ BEGIN
         SELECT string_agg(s.id::text, ', ' ORDER BY s.id) INTO affected
         FROM walhook.subscriptions s
         WHERE EXISTS (SELECT 1 FROM unnest(s.events) p
-                      WHERE walhook.event_type_matches(renamed.was || '.insert', p)
+                      WHERE (walhook.pattern_parts(p))[2] IS NOT NULL
+                        AND (walhook.event_type_matches(renamed.was || '.insert', p)
                          OR walhook.event_type_matches(renamed.was || '.update', p)
                          OR walhook.event_type_matches(renamed.was || '.delete', p)
-                         OR walhook.event_type_matches(renamed.was || '.truncate', p));
+                         OR walhook.event_type_matches(renamed.was || '.truncate', p)));
         RAISE NOTICE 'walhook: the watched table % is now %: it is still captured, its events are now %.* instead of %.*',
             renamed.was, renamed.prefix, renamed.prefix, renamed.was
             USING DETAIL = CASE WHEN affected IS NULL THEN 'No subscription named its old events.'
