@@ -565,6 +565,7 @@ ALTER FUNCTION walhook.redeliver(bigint) SECURITY DEFINER SET search_path = pg_c
 ALTER FUNCTION walhook.replay(bigint, timestamptz, timestamptz) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.replay_chunk(bigint, integer) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.set_capture_mode(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION walhook.forget_missing_tables() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.ensure_publication() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.forget_dropped_tables() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.notice_renamed_tables() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
@@ -647,6 +648,7 @@ BEGIN
             ON walhook.events, walhook.deliveries, walhook.attempts, walhook.capture, walhook.replays
             TO walhook_relay;
         GRANT EXECUTE ON FUNCTION walhook.capture_mode(), walhook.set_capture_mode(text),
+            walhook.forget_missing_tables(),
             walhook.ensure_publication(), walhook.replay_chunk(bigint, integer),
             walhook.event_matches(text, text[]), walhook.event_type_matches(text, text),
             walhook.unmatched_patterns()

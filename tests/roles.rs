@@ -106,6 +106,30 @@ async fn a_role_with_neither_can_do_nothing_in_schema_walhook() {
     let nobody = TestRole::create(&db, "walhook_t_nobody", "", &[]).await;
     let client = connect(&nobody.url).await;
     refused(&client, "nobody", CHANGES).await;
+    // Writing a watched table needs nothing of walhook's: the capture
+    // trigger runs as its owner.
+    db.client()
+        .await
+        .batch_execute(&format!(
+            "SELECT walhook.set_capture_mode('trigger'); GRANT INSERT ON orders TO {}",
+            nobody.name
+        ))
+        .await
+        .expect("trigger mode");
+    allowed(
+        &client,
+        "an application role",
+        &["INSERT INTO orders VALUES (7, 1)"],
+    )
+    .await;
+    let captured: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM walhook.capture", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(captured, 1);
     refused(
         &client,
         "nobody",
