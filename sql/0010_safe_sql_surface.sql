@@ -132,145 +132,168 @@ END $$;
 CREATE OR REPLACE FUNCTION walhook.check_subscription() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
+    fresh boolean := TG_OP = 'INSERT';
     bad text;
     host text;
     kind text;
 BEGIN
     -- Nothing of the row is echoed that could be a secret; the URL only
-    -- once it is known to be of a sensible length.
-    IF NEW.url IS NULL THEN
-        RAISE EXCEPTION 'walhook: the subscription URL is missing'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give an absolute URL that starts with https:// or http://, e.g. https://example.com/hooks.';
-    END IF;
-    IF length(NEW.url) > 2048 THEN
-        RAISE EXCEPTION 'walhook: the subscription URL has % characters, more than the limit of 2048', length(NEW.url)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Receivers need no more than a host and a path; move anything else into the body or a header.';
-    END IF;
-    IF NEW.url !~* '^https?://[^/?#\s]+([/?#]\S*)?$' THEN
-        RAISE EXCEPTION 'walhook: subscription URL "%" is not an http(s) URL', NEW.url
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give an absolute URL that starts with https:// or http://, e.g. https://example.com/hooks.';
-    END IF;
-    host := walhook.url_host(NEW.url);
-    IF host IS NULL OR host = '' THEN
-        RAISE EXCEPTION 'walhook: subscription URL "%" has no host', NEW.url
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'e.g. https://example.com/hooks.';
-    END IF;
-    IF length(host) > 253 THEN
-        RAISE EXCEPTION 'walhook: the subscription URL''s host has % characters, more than the limit of 253', length(host)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A DNS name has at most 253 characters.';
-    END IF;
-    IF NEW.events IS NULL OR cardinality(NEW.events) = 0 THEN
-        RAISE EXCEPTION 'walhook: the subscription''s event list is empty'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'List at least one event pattern, e.g. ARRAY[''orders.*''], or ARRAY[''*''] for every event.';
-    END IF;
-    IF cardinality(NEW.events) > 100 THEN
-        RAISE EXCEPTION 'walhook: the subscription lists % event patterns, more than the limit of 100', cardinality(NEW.events)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use wildcards (orders.*, audit.*.*, *.delete) or split the subscription.';
-    END IF;
-    SELECT length(p)::text INTO bad FROM unnest(NEW.events) AS p WHERE length(p) > 500 LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'walhook: an event pattern has % characters, more than the limit of 500', bad
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A pattern is <table>.<action> or <schema>.<table>.<action>; Postgres names have at most 63 bytes.';
-    END IF;
-    SELECT coalesce(p, 'NULL') INTO bad FROM unnest(NEW.events) AS p
-    WHERE p IS NULL OR NOT walhook.valid_event_patterns(ARRAY[p]) LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'walhook: event pattern "%" is not valid', bad
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A pattern is <table>.<action> or <schema>.<table>.<action>; the action is insert, update, delete, truncate or read; any part may be *, e.g. orders.*, *.delete, *. Write a name that is not a plain lowercase identifier in double quotes, e.g. "audit.log".insert.';
-    END IF;
-    IF NEW.content_type IS NULL OR NEW.content_type NOT IN ('json', 'form') THEN
-        RAISE EXCEPTION 'walhook: content type "%" is not known', NEW.content_type
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use ''json'' (the event is the body) or ''form'' (payload=<json>, url-encoded).';
-    END IF;
-    IF NEW.secret IS NULL OR length(NEW.secret) < 8 THEN
-        RAISE EXCEPTION 'walhook: the subscription secret is too short (the limit is at least 8 characters)'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Leave the secret out to have one generated, or give at least 8 characters (whsec_<base64> for Standard Webhooks).';
-    END IF;
-    IF length(NEW.secret) > 512 THEN
-        RAISE EXCEPTION 'walhook: the subscription secret is too long (the limit is 512 characters)'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Leave the secret out to have one generated (whsec_ and 32 random bytes).';
-    END IF;
-    IF NEW.secret ~ '^[[:space:]]*$' OR NEW.secret ~ '^[[:space:]]|[[:space:]]$' THEN
-        RAISE EXCEPTION 'walhook: the subscription secret is blank or starts or ends with whitespace'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Leave the secret out to have one generated; a secret given must not be padded with spaces.';
-    END IF;
-    IF NEW.secret LIKE 'whsec\_%' THEN
-        BEGIN
-            PERFORM decode(substr(NEW.secret, 7), 'base64');
-        EXCEPTION WHEN OTHERS THEN
-            RAISE EXCEPTION 'walhook: the subscription secret starts with whsec_ but the rest is not base64'
+    -- once it is known to be of a sensible length. An update is checked
+    -- only in the columns it changes: a row written before these bounds
+    -- existed keeps working (the relay updates its bookkeeping columns).
+    IF fresh OR NEW.url IS DISTINCT FROM OLD.url THEN
+        IF NEW.url IS NULL THEN
+            RAISE EXCEPTION 'walhook: the subscription URL is missing'
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'A whsec_ secret is whsec_ followed by base64 bytes; leave the secret out to have one generated.';
-        END;
+                      HINT = 'Give an absolute URL that starts with https:// or http://, e.g. https://example.com/hooks.';
+        END IF;
+        IF length(NEW.url) > 2048 THEN
+            RAISE EXCEPTION 'walhook: the subscription URL has % characters, more than the limit of 2048', length(NEW.url)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Receivers need no more than a host and a path; move anything else into the body or a header.';
+        END IF;
+        IF NEW.url !~* '^https?://[^/?#\s]+([/?#]\S*)?$' THEN
+            RAISE EXCEPTION 'walhook: subscription URL "%" is not an http(s) URL', NEW.url
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Give an absolute URL that starts with https:// or http://, e.g. https://example.com/hooks.';
+        END IF;
+        host := walhook.url_host(NEW.url);
+        IF host IS NULL OR host = '' THEN
+            RAISE EXCEPTION 'walhook: subscription URL "%" has no host', NEW.url
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'e.g. https://example.com/hooks.';
+        END IF;
+        IF length(host) > 253 THEN
+            RAISE EXCEPTION 'walhook: the subscription URL''s host has % characters, more than the limit of 253', length(host)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A DNS name has at most 253 characters.';
+        END IF;
     END IF;
-    IF NEW.max_attempts IS NOT NULL AND NEW.max_attempts NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'walhook: max_attempts is %, outside the limits 1 to 1000', NEW.max_attempts
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Leave max_attempts out to allow one attempt per delay of the retry schedule.';
+    IF fresh OR NEW.events IS DISTINCT FROM OLD.events THEN
+        IF NEW.events IS NULL OR cardinality(NEW.events) = 0 THEN
+            RAISE EXCEPTION 'walhook: the subscription''s event list is empty'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'List at least one event pattern, e.g. ARRAY[''orders.*''], or ARRAY[''*''] for every event.';
+        END IF;
+        IF cardinality(NEW.events) > 100 THEN
+            RAISE EXCEPTION 'walhook: the subscription lists % event patterns, more than the limit of 100', cardinality(NEW.events)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use wildcards (orders.*, audit.*.*, *.delete) or split the subscription.';
+        END IF;
+        SELECT length(p)::text INTO bad FROM unnest(NEW.events) AS p WHERE length(p) > 500 LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'walhook: an event pattern has % characters, more than the limit of 500', bad
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A pattern is <table>.<action> or <schema>.<table>.<action>; Postgres names have at most 63 bytes.';
+        END IF;
+        SELECT coalesce(p, 'NULL') INTO bad FROM unnest(NEW.events) AS p
+        WHERE p IS NULL OR NOT walhook.valid_event_patterns(ARRAY[p]) LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'walhook: event pattern "%" is not valid', bad
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A pattern is <table>.<action> or <schema>.<table>.<action>; the action is insert, update, delete, truncate or read; any part may be *, e.g. orders.*, *.delete, *. Write a name that is not a plain lowercase identifier in double quotes, e.g. "audit.log".insert.';
+        END IF;
     END IF;
-    IF NEW.batch_size IS NULL OR NEW.batch_size NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'walhook: batch_size is %, outside the limits 1 to 1000', coalesce(NEW.batch_size::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'batch_size => 1 (the default) sends one event per request.';
+    IF fresh OR NEW.content_type IS DISTINCT FROM OLD.content_type THEN
+        IF NEW.content_type IS NULL OR NEW.content_type NOT IN ('json', 'form') THEN
+            RAISE EXCEPTION 'walhook: content type "%" is not known', NEW.content_type
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use ''json'' (the event is the body) or ''form'' (payload=<json>, url-encoded).';
+        END IF;
     END IF;
-    IF NEW.max_in_flight IS NOT NULL AND NEW.max_in_flight NOT BETWEEN 1 AND 10000 THEN
-        RAISE EXCEPTION 'walhook: max_in_flight is %, outside the limits 1 to 10000', NEW.max_in_flight
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Leave max_in_flight out for the configured concurrency.';
+    IF fresh OR NEW.secret IS DISTINCT FROM OLD.secret THEN
+        IF NEW.secret IS NULL OR length(NEW.secret) < 8 THEN
+            RAISE EXCEPTION 'walhook: the subscription secret is too short (the limit is at least 8 characters)'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave the secret out to have one generated, or give at least 8 characters (whsec_<base64> for Standard Webhooks).';
+        END IF;
+        IF length(NEW.secret) > 512 THEN
+            RAISE EXCEPTION 'walhook: the subscription secret is too long (the limit is 512 characters)'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave the secret out to have one generated (whsec_ and 32 random bytes).';
+        END IF;
+        IF NEW.secret ~ '^[[:space:]]*$' OR NEW.secret ~ '^[[:space:]]|[[:space:]]$' THEN
+            RAISE EXCEPTION 'walhook: the subscription secret is blank or starts or ends with whitespace'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave the secret out to have one generated; a secret given must not be padded with spaces.';
+        END IF;
+        IF NEW.secret LIKE 'whsec\_%' THEN
+            BEGIN
+                PERFORM decode(substr(NEW.secret, 7), 'base64');
+            EXCEPTION WHEN OTHERS THEN
+                RAISE EXCEPTION 'walhook: the subscription secret starts with whsec_ but the rest is not base64'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A whsec_ secret is whsec_ followed by base64 bytes; leave the secret out to have one generated.';
+            END;
+        END IF;
     END IF;
-    IF NEW.max_per_second IS NOT NULL
-       AND (NEW.max_per_second IN ('NaN', 'Infinity', '-Infinity')
-            OR NEW.max_per_second <= 0 OR NEW.max_per_second > 100000) THEN
-        RAISE EXCEPTION 'walhook: max_per_second is %, not a finite rate above 0 and at most 100000', NEW.max_per_second
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'e.g. max_per_second => 50; leave it out for no limit.';
+    IF fresh OR NEW.max_attempts IS DISTINCT FROM OLD.max_attempts THEN
+        IF NEW.max_attempts IS NOT NULL AND NEW.max_attempts NOT BETWEEN 1 AND 1000 THEN
+            RAISE EXCEPTION 'walhook: max_attempts is %, outside the limits 1 to 1000', NEW.max_attempts
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave max_attempts out to allow one attempt per delay of the retry schedule.';
+        END IF;
     END IF;
-    IF NEW.retry_schedule IS NOT NULL AND (cardinality(NEW.retry_schedule) = 0
-        OR EXISTS (SELECT 1 FROM unnest(NEW.retry_schedule) d WHERE d IS NULL OR d < interval '0')) THEN
-        RAISE EXCEPTION 'walhook: the retry schedule must list at least one delay, none negative'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'e.g. ARRAY[''0s'', ''5s'', ''5m'']::interval[]: the first attempt at once, then after 5 seconds, then 5 minutes.';
+    IF fresh OR NEW.batch_size IS DISTINCT FROM OLD.batch_size THEN
+        IF NEW.batch_size IS NULL OR NEW.batch_size NOT BETWEEN 1 AND 1000 THEN
+            RAISE EXCEPTION 'walhook: batch_size is %, outside the limits 1 to 1000', coalesce(NEW.batch_size::text, 'NULL')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'batch_size => 1 (the default) sends one event per request.';
+        END IF;
     END IF;
-    IF cardinality(NEW.retry_schedule) > 100 THEN
-        RAISE EXCEPTION 'walhook: the retry schedule lists % delays, more than the limit of 100', cardinality(NEW.retry_schedule)
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'With max_attempts the last delay repeats: ARRAY[''0s'', ''1m'', ''1h'']::interval[] with max_attempts => 24.';
+    IF fresh OR NEW.max_in_flight IS DISTINCT FROM OLD.max_in_flight THEN
+        IF NEW.max_in_flight IS NOT NULL AND NEW.max_in_flight NOT BETWEEN 1 AND 10000 THEN
+            RAISE EXCEPTION 'walhook: max_in_flight is %, outside the limits 1 to 10000', NEW.max_in_flight
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave max_in_flight out for the configured concurrency.';
+        END IF;
     END IF;
-    -- Months and years have no fixed length: compare the delays as the
-    -- relay does, in seconds.
-    SELECT d::text INTO bad FROM unnest(NEW.retry_schedule) d
-    WHERE extract(epoch FROM d) > 3 * 86400 LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'walhook: the retry delay % is longer than the limit of 3 days', bad
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A receiver down for longer is better served by walhook.replay once it is back.';
+    IF fresh OR NEW.max_per_second IS DISTINCT FROM OLD.max_per_second THEN
+        IF NEW.max_per_second IS NOT NULL
+           AND (NEW.max_per_second IN ('NaN', 'Infinity', '-Infinity')
+                OR NEW.max_per_second <= 0 OR NEW.max_per_second > 100000) THEN
+            RAISE EXCEPTION 'walhook: max_per_second is %, not a finite rate above 0 and at most 100000', NEW.max_per_second
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'e.g. max_per_second => 50; leave it out for no limit.';
+        END IF;
     END IF;
-    IF length(NEW.description) > 1000 THEN
-        RAISE EXCEPTION 'walhook: the description has % characters, more than the limit of 1000', length(NEW.description)
-            USING ERRCODE = 'invalid_parameter_value';
+    IF fresh OR NEW.retry_schedule IS DISTINCT FROM OLD.retry_schedule THEN
+        IF NEW.retry_schedule IS NOT NULL AND (cardinality(NEW.retry_schedule) = 0
+            OR EXISTS (SELECT 1 FROM unnest(NEW.retry_schedule) d WHERE d IS NULL OR d < interval '0')) THEN
+            RAISE EXCEPTION 'walhook: the retry schedule must list at least one delay, none negative'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'e.g. ARRAY[''0s'', ''5s'', ''5m'']::interval[]: the first attempt at once, then after 5 seconds, then 5 minutes.';
+        END IF;
+        IF cardinality(NEW.retry_schedule) > 100 THEN
+            RAISE EXCEPTION 'walhook: the retry schedule lists % delays, more than the limit of 100', cardinality(NEW.retry_schedule)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'With max_attempts the last delay repeats: ARRAY[''0s'', ''1m'', ''1h'']::interval[] with max_attempts => 24.';
+        END IF;
+        -- Months and years have no fixed length: compare the delays as the
+        -- relay does, in seconds.
+        SELECT d::text INTO bad FROM unnest(NEW.retry_schedule) d
+        WHERE extract(epoch FROM d) > 3 * 86400 LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'walhook: the retry delay % is longer than the limit of 3 days', bad
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A receiver down for longer is better served by walhook.replay once it is back.';
+        END IF;
+    END IF;
+    IF fresh OR NEW.description IS DISTINCT FROM OLD.description THEN
+        IF length(NEW.description) > 1000 THEN
+            RAISE EXCEPTION 'walhook: the description has % characters, more than the limit of 1000', length(NEW.description)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
     END IF;
     IF NEW.active IS NULL OR NEW.created_at IS NULL THEN
         RAISE EXCEPTION 'walhook: a subscription''s active and created_at cannot be NULL'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'walhook.pause and walhook.resume change active.';
     END IF;
-    IF TG_OP = 'INSERT' OR NEW.url IS DISTINCT FROM OLD.url THEN
-        kind := walhook.private_address_kind(host);
+    IF fresh OR NEW.url IS DISTINCT FROM OLD.url THEN
+        kind := walhook.private_address_kind(walhook.url_host(NEW.url));
         IF kind IS NOT NULL THEN
-            RAISE WARNING 'walhook: the subscription URL''s host % is a % address', host, kind
+            RAISE WARNING 'walhook: the subscription URL''s host % is a % address', walhook.url_host(NEW.url), kind
                 USING DETAIL = 'walhook refuses private, loopback and link-local targets: its deliveries will be dead at once.',
                       HINT = 'Use a public address, or set delivery.allow_private_targets = true (WALHOOK_ALLOW_PRIVATE_TARGETS) when every subscriber is trusted.';
         END IF;

@@ -508,3 +508,33 @@ async fn a_refused_private_target_is_dead_at_once() {
     }
     assert!(receiver.received().is_empty());
 }
+
+/// A row written before the bounds existed keeps working: an update is
+/// checked in the columns it changes (the relay's bookkeeping changes none
+/// that are bounded).
+#[tokio::test]
+async fn rows_from_before_the_bounds_can_still_be_updated() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "ALTER TABLE walhook.subscriptions DISABLE TRIGGER check_subscription;
+             INSERT INTO walhook.subscriptions (url, events, secret, retry_schedule, max_per_second)
+             VALUES ('https://example.com/h', '{orders.*}', '        ', ARRAY['1000 years']::interval[], 'NaN');
+             ALTER TABLE walhook.subscriptions ENABLE TRIGGER check_subscription;",
+        )
+        .await
+        .expect("an old row");
+    client
+        .batch_execute(
+            "UPDATE walhook.subscriptions SET failing_since = now(), active = false, disabled_reason = 'failing'",
+        )
+        .await
+        .expect("bookkeeping on an old row");
+    let text = failure_of(
+        &client,
+        "UPDATE walhook.subscriptions SET retry_schedule = ARRAY['5 years']::interval[]",
+    )
+    .await;
+    assert!(text.contains("longer than the limit of 3 days"), "{text}");
+}
