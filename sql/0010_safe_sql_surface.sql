@@ -622,6 +622,13 @@ DECLARE
     tbl record;
     visible text;
 BEGIN
+    -- Only the owner of walhook's objects can grant on them: a migrate by
+    -- another role leaves the grants as they are, and says so.
+    IF NOT pg_has_role((SELECT nspowner FROM pg_namespace WHERE nspname = 'walhook'), 'USAGE') THEN
+        RAISE WARNING 'walhook: % does not own schema walhook, so the grants to walhook_admin, walhook_viewer and walhook_relay were not refreshed', current_user
+            USING HINT = 'Run walhook migrate as the role that owns schema walhook.';
+        RETURN;
+    END IF;
     REVOKE ALL ON SCHEMA walhook FROM PUBLIC;
     REVOKE ALL ON ALL TABLES IN SCHEMA walhook FROM PUBLIC;
     REVOKE ALL ON ALL SEQUENCES IN SCHEMA walhook FROM PUBLIC;
@@ -665,11 +672,21 @@ BEGIN
     END IF;
     IF relay THEN
         GRANT USAGE ON SCHEMA walhook TO walhook_relay;
-        GRANT SELECT ON walhook.schema_migrations, walhook.settings, walhook.watched TO walhook_relay;
-        GRANT SELECT, UPDATE ON walhook.subscriptions TO walhook_relay;
-        GRANT SELECT, INSERT, UPDATE, DELETE
-            ON walhook.events, walhook.deliveries, walhook.attempts, walhook.capture, walhook.replays
-            TO walhook_relay;
+        -- The outbox and the relay's work queues (events, deliveries,
+        -- attempts, capture, replays, and those later migrations add) are
+        -- the relay's to write; the setup and the subscriptions are not.
+        FOR tbl IN SELECT c.oid::regclass AS rel, c.relkind FROM pg_class c
+                   WHERE c.relnamespace = 'walhook'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm') LOOP
+            IF tbl.relkind IN ('v', 'm')
+               OR tbl.rel IN ('walhook.schema_migrations'::regclass, 'walhook.settings'::regclass,
+                              'walhook.watched'::regclass) THEN
+                EXECUTE format('GRANT SELECT ON %s TO walhook_relay', tbl.rel);
+            ELSIF tbl.rel = 'walhook.subscriptions'::regclass THEN
+                GRANT SELECT, UPDATE ON walhook.subscriptions TO walhook_relay;
+            ELSE
+                EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO walhook_relay', tbl.rel);
+            END IF;
+        END LOOP;
         GRANT EXECUTE ON FUNCTION walhook.capture_mode(), walhook.set_capture_mode(text),
             walhook.forget_missing_tables(),
             walhook.ensure_publication(), walhook.replay_chunk(bigint, integer),

@@ -315,3 +315,72 @@ async fn the_relay_role_runs_both_modes_and_nothing_else() {
         .await;
     relay_role.drop_in(&db).await;
 }
+
+/// `walhook migrate` by the database's owner, neither superuser nor
+/// CREATEROLE: the schema, the grants to the (existing) roles, no event
+/// triggers; a dropped watched table is then forgotten when the relay
+/// starts.
+#[tokio::test]
+async fn a_database_owner_can_migrate_without_superuser() {
+    let db = TestDb::empty().await;
+    let owner = TestRole::create(&db, "walhook_t_owner", "", &[]).await;
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} OWNER TO {}",
+            db.name, owner.name
+        ))
+        .await
+        .expect("owner");
+    // The roles are cluster-wide: another database's migrate made them.
+    drop(TestDb::new().await);
+    let mut client = connect(&owner.url).await;
+    walhook::migrate::migrate(&mut client)
+        .await
+        .expect("the database owner migrates");
+    let triggers: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'walhook%'",
+            &[],
+        )
+        .await
+        .expect("event triggers")
+        .get(0);
+    assert_eq!(triggers, 0);
+    client
+        .batch_execute(
+            "SELECT walhook.set_capture_mode('trigger');
+             CREATE TABLE orders (id int PRIMARY KEY); SELECT walhook.watch('orders');
+             DROP TABLE orders;",
+        )
+        .await
+        .expect("watch and drop");
+    let viewer_grant: bool = client
+        .query_one(
+            "SELECT has_table_privilege('walhook_viewer', 'walhook.events', 'SELECT')",
+            &[],
+        )
+        .await
+        .expect("grant")
+        .get(0);
+    assert!(viewer_grant);
+    let relay = Relay::start_with(test_config(&owner.url, CaptureMode::Trigger));
+    let left = common::wait_for_count(
+        &client,
+        "SELECT count(*) FROM walhook.watched",
+        0,
+        Duration::from_secs(10),
+    )
+    .await;
+    relay.stop().await;
+    assert_eq!(left, 0);
+    drop(client);
+    // The role owns the database's objects: the database goes first.
+    let name = db.name.clone();
+    drop(db);
+    let server = connect(&common::server_url()).await;
+    let _ = server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    owner.drop_in_server().await;
+}

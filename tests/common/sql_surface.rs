@@ -93,6 +93,14 @@ impl TestRole {
         }
     }
 
+    /// Drops the role once nothing holds on to it any more.
+    pub async fn drop_in_server(self) {
+        let admin = super::connect(&super::server_url()).await;
+        let _ = admin
+            .batch_execute(&format!("DROP ROLE IF EXISTS {}", self.name))
+            .await;
+    }
+
     /// Drops what the role holds in `db`, then the role.
     pub async fn drop_in(self, db: &super::TestDb) {
         let client = db.client().await;
