@@ -119,6 +119,10 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
         RETURN NULL;
     END;
+    -- An IPv4 address written as IPv6 (::ffff:127.0.0.1) is that IPv4 address.
+    IF family(address) = 6 AND address << '::ffff:0.0.0.0/96' THEN
+        address := '0.0.0.0'::inet + (address - '::ffff:0.0.0.0'::inet);
+    END IF;
     RETURN CASE
         WHEN address << '127.0.0.0/8' OR address = '::1' THEN 'loopback'
         WHEN address << '10.0.0.0/8' OR address << '172.16.0.0/12' OR address << '192.168.0.0/16'

@@ -236,6 +236,8 @@ async fn subscribe_warns_about_private_and_loopback_hosts() {
         ("http://127.0.0.1:8080/h", Some("loopback")),
         ("http://localhost/h", Some("loopback")),
         ("http://[::1]/h", Some("loopback")),
+        ("http://[::ffff:127.0.0.1]/h", Some("loopback")),
+        ("http://[::ffff:10.0.0.1]/h", Some("private")),
         ("https://10.1.2.3/h", Some("private")),
         ("https://user:pw@192.168.0.7:99/h", Some("private")),
         ("http://169.254.169.254/latest", Some("link-local")),
