@@ -29,48 +29,63 @@ $$;
 -- unquoted `*`; NULL when the text is not well formed (an empty part, an
 -- unclosed quote, whitespace or a quote in an unquoted part).
 CREATE FUNCTION walhook.event_type_parts(text text) RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN text ~ '^("([^"]|"")+"|[^."[:space:]]+)(\.("([^"]|"")+"|[^."[:space:]]+))*$' THEN
-        ARRAY(SELECT CASE WHEN m.part[1] = '*' THEN NULL
-                          WHEN left(m.part[1], 1) = '"'
-                              THEN replace(substr(m.part[1], 2, length(m.part[1]) - 2), '""', '"')
-                          ELSE m.part[1] END
-              FROM regexp_matches(text, '("(?:[^"]|"")+"|[^."[:space:]]+)', 'g')
-                   WITH ORDINALITY AS m(part, n)
-              ORDER BY m.n)
-    END
-$$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    -- Nearly every type and pattern has no quotes: split it plainly.
+    IF strpos(text, '"') = 0 THEN
+        IF text !~ '^[^.[:space:]]+(\.[^.[:space:]]+)*$' THEN
+            RETURN NULL;
+        END IF;
+        RETURN array_replace(string_to_array(text, '.'), '*', NULL);
+    END IF;
+    IF text !~ '^("([^"]|"")+"|[^."[:space:]]+)(\.("([^"]|"")+"|[^."[:space:]]+))*$' THEN
+        RETURN NULL;
+    END IF;
+    RETURN ARRAY(SELECT CASE WHEN m.part[1] = '*' THEN NULL
+                             WHEN left(m.part[1], 1) = '"'
+                                 THEN replace(substr(m.part[1], 2, length(m.part[1]) - 2), '""', '"')
+                             ELSE m.part[1] END
+                 FROM regexp_matches(text, '("(?:[^"]|"")+"|[^."[:space:]]+)', 'g')
+                      WITH ORDINALITY AS m(part, n)
+                 ORDER BY m.n);
+END $$;
 
 -- A pattern as (schema, table, action), NULL for "any": `orders.*` is
 -- (public, orders, any), `*.delete` (any, any, delete), `*` (any, any, any).
 -- NULL when the pattern is not well formed.
 CREATE FUNCTION walhook.pattern_parts(pattern text) RETURNS text[]
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    p text[] := walhook.event_type_parts(pattern);
+BEGIN
+    RETURN CASE
         WHEN cardinality(p) = 1 AND p[1] IS NULL THEN ARRAY[NULL, NULL, NULL]::text[]
         WHEN cardinality(p) = 2 THEN ARRAY[CASE WHEN p[1] IS NOT NULL THEN 'public' END, p[1], p[2]]
         WHEN cardinality(p) = 3 THEN p
-    END
-    FROM walhook.event_type_parts(pattern) AS p
-$$;
+    END;
+END $$;
 
 -- Does event type `event_type` match one subscription pattern? Both are
 -- split into parts by the same quoting rules and compared part by part;
 -- src/route.rs does the same.
 CREATE OR REPLACE FUNCTION walhook.event_type_matches(event_type text, pattern text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    WITH e AS (
-        SELECT CASE cardinality(ev) WHEN 2 THEN ARRAY['public', ev[1], ev[2]] WHEN 3 THEN ev END AS ev,
-               walhook.pattern_parts(pattern) AS pat
-        FROM walhook.event_type_parts(event_type) AS ev
-    )
-    SELECT coalesce(cardinality(ev) = 3 AND array_position(ev, NULL) IS NULL
-                    AND cardinality(pat) = 3
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    ev text[] := walhook.event_type_parts(event_type);
+    pat text[];
+BEGIN
+    IF cardinality(ev) = 2 THEN
+        ev := ARRAY['public'] || ev;
+    END IF;
+    IF cardinality(ev) IS DISTINCT FROM 3 OR array_position(ev, NULL) IS NOT NULL THEN
+        RETURN false;
+    END IF;
+    pat := walhook.pattern_parts(pattern);
+    RETURN coalesce(cardinality(pat) = 3
                     AND (pat[1] IS NULL OR pat[1] = ev[1])
                     AND (pat[2] IS NULL OR pat[2] = ev[2])
-                    AND (pat[3] IS NULL OR pat[3] = ev[3]), false)
-    FROM e
-$$;
+                    AND (pat[3] IS NULL OR pat[3] = ev[3]), false);
+END $$;
 
 -- Every pattern well formed, with a known action (or `*`).
 CREATE OR REPLACE FUNCTION walhook.valid_event_patterns(patterns text[]) RETURNS boolean
