@@ -132,3 +132,20 @@ async fn a_role_without_replication_is_told_what_to_do() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let db = TestDb::empty().await;
+    let url = db.url.clone();
+    let (ok, text) = tokio::task::spawn_blocking(move || {
+        run(walhook().env("DATABASE_URL", &url).arg("migrate"))
+    })
+    .await
+    .expect("walhook ran");
+    assert!(ok, "{text}");
+    // `run` has already refused any escape character; the log line is there.
+    assert!(
+        text.contains("INFO") && text.contains("applied migration"),
+        "{text}"
+    );
+}
