@@ -386,6 +386,19 @@ mod tests {
     }
 
     #[test]
+    fn names_that_need_it_are_quoted_in_types_and_row_keys() {
+        let mut in_public = update();
+        in_public.table.name = "audit.log".into();
+        let mut in_audit = update();
+        in_audit.table.schema = "audit".into();
+        in_audit.table.name = "log".into();
+        assert_eq!(in_public.event_type(), "\"audit.log\".update");
+        assert_eq!(in_audit.event_type(), "audit.log.update");
+        assert_ne!(in_public.row_key(), in_audit.row_key());
+        assert_eq!(in_public.row_key(), "public.\"audit.log\":[7]");
+    }
+
+    #[test]
     fn lsn_round_trips() {
         assert_eq!(format_lsn(0x1_0000_00FF), "1/FF");
         assert_eq!(parse_lsn("1/FF"), Some(0x1_0000_00FF));
