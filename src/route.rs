@@ -28,27 +28,19 @@ pub enum Pattern {
 impl Pattern {
     /// Parses a pattern as stored (the database has already validated it).
     pub fn parse(text: &str) -> Pattern {
-        let Some(mut parts) = event_type::split_parts(text) else {
+        let Some(parts) = event_type::split_parts(text) else {
             return Pattern::Nothing;
         };
-        let (schema, table, action) = match parts.len() {
-            1 if parts[0] == Part::Any => return Pattern::Everything,
+        let mut parts = parts.into_iter();
+        let (schema, table, action) = match (parts.next(), parts.next(), parts.next(), parts.next())
+        {
+            (Some(Part::Any), None, None, None) => return Pattern::Everything,
             // `*.delete` covers every schema; `orders.*` names a table of public.
-            2 => {
-                let action = parts.pop().unwrap_or(Part::Any);
-                let table = parts.pop().unwrap_or(Part::Any);
-                let schema = match table {
-                    Part::Any => Part::Any,
-                    Part::Name(_) => Part::Name("public".to_owned()),
-                };
-                (schema, table, action)
+            (Some(Part::Any), Some(action), None, None) => (Part::Any, Part::Any, action),
+            (Some(table), Some(action), None, None) => {
+                (Part::Name("public".to_owned()), table, action)
             }
-            3 => {
-                let action = parts.pop().unwrap_or(Part::Any);
-                let table = parts.pop().unwrap_or(Part::Any);
-                let schema = parts.pop().unwrap_or(Part::Any);
-                (schema, table, action)
-            }
+            (Some(schema), Some(table), Some(action), None) => (schema, table, action),
             _ => return Pattern::Nothing,
         };
         Pattern::Match {
