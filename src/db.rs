@@ -368,8 +368,13 @@ pub fn parse_url(url: &str) -> Result<Config, DbError> {
 /// Parses a connection string into the driver's configuration and the TLS
 /// settings walhook enforces itself.
 pub fn parse_url_tls(url: &str) -> Result<(Config, TlsSettings), DbError> {
+    // A URL of another database (mysql://...) would otherwise be read as
+    // key=value settings, with a puzzling complaint about a missing value.
     if let Some((scheme, _)) = url.split_once("://") {
-        if !matches!(scheme, "postgres" | "postgresql") {
+        let is_scheme = scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if is_scheme && !matches!(scheme, "postgres" | "postgresql") {
             return Err(DbError::NotPostgres {
                 scheme: scheme.to_owned(),
             });
@@ -638,6 +643,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_of_another_database_is_named_as_such() {
+        let err = parse_url("mysql://app:hunter2@db/app")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("starts with mysql://") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(parse_url("host=localhost password=a://b dbname=app").is_ok());
+        assert!(parse_url("postgresql://u@localhost/app").is_ok());
+    }
 
     #[test]
     fn url_sslmode_and_rootcert_are_taken_out() {
