@@ -540,3 +540,73 @@ async fn rows_from_before_the_bounds_can_still_be_updated() {
     .await;
     assert!(text.contains("longer than the limit of 3 days"), "{text}");
 }
+
+/// Every name Postgres accepts can be watched, gets its own event type, and
+/// can be named in a pattern, in SQL and in the relay alike.
+#[tokio::test]
+async fn every_table_name_can_be_watched_and_named_in_a_pattern() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let long = "x".repeat(63);
+    let tables: Vec<(&str, &str)> = vec![
+        ("public", "a.b"),
+        ("public", "A"),
+        ("public", "a b"),
+        ("public", "a\"b"),
+        ("public", "ünï"),
+        ("public", "*"),
+        ("public", "."),
+        ("public", "insert"),
+        ("public", &long),
+        ("a.b", "c"),
+        ("a", "b.c"),
+        ("a", "b"),
+        ("public", "a.b.c"),
+    ];
+    let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let mut prefixes = std::collections::HashSet::new();
+    for (schema, table) in &tables {
+        let qualified = format!("{}.{}", quote(schema), quote(table));
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {qualified} (id int PRIMARY KEY)",
+                quote(schema)
+            ))
+            .await
+            .expect("create table");
+        client
+            .execute("SELECT walhook.watch($1)", &[&qualified])
+            .await
+            .expect("watch");
+        let prefix: String = client
+            .query_one(
+                "SELECT type_prefix FROM walhook.watched WHERE relid = to_regclass($1)",
+                &[&qualified],
+            )
+            .await
+            .expect("prefix")
+            .get(0);
+        assert_eq!(prefix, walhook::event_type::table_prefix(schema, table));
+        assert!(prefixes.insert(prefix.clone()), "{prefix} is shared");
+        let (event_type, pattern) = (format!("{prefix}.insert"), format!("{prefix}.*"));
+        let sql: bool = client
+            .query_one(
+                "SELECT walhook.event_type_matches($1, $2) AND walhook.valid_event_patterns(ARRAY[$2])",
+                &[&event_type, &pattern],
+            )
+            .await
+            .expect("match")
+            .get(0);
+        assert!(sql, "SQL: {pattern} vs {event_type}");
+        let pattern = walhook::route::Pattern::parse(&pattern);
+        assert!(pattern.matches(&event_type), "relay: {event_type}");
+        for (other_schema, other_table) in &tables {
+            if (other_schema, other_table) != (schema, table) {
+                assert!(
+                    !pattern.matches_table(other_schema, other_table, "insert"),
+                    "{event_type} matches {other_schema}.{other_table}"
+                );
+            }
+        }
+    }
+}
