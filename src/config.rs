@@ -28,10 +28,11 @@ pub const KNOWN_ENV: &[&str] = &[
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read the configuration file {path}: {source}")]
+    /// `error` is no `#[source]`: a printed chain would repeat it.
+    #[error("cannot read the configuration file {path}: {error}; give an existing file with --config or WALHOOK_CONFIG, or leave both out to use config/walhook.toml when it exists")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the configuration file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
@@ -459,9 +460,9 @@ pub fn check_env<I: IntoIterator<Item = String>>(names: I) -> Result<(), ConfigE
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     parse_file(&text, path)
 }

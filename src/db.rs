@@ -35,6 +35,64 @@ pub enum DbError {
     Tls(String),
     #[error("cannot connect to the database: {}", with_causes(.0))]
     Connect(tokio_postgres::Error),
+    #[error("cannot connect to the database at {target}: {}{hint}", with_causes(.error))]
+    ConnectTo {
+        target: String,
+        hint: &'static str,
+        error: tokio_postgres::Error,
+    },
+    #[error("the database URL starts with {scheme}://, but walhook needs a Postgres URL: postgres://user:password@host:5432/database (or key=value settings such as host=localhost dbname=app)")]
+    NotPostgres { scheme: String },
+}
+
+/// A driver error as one line: the server's message with its detail and
+/// hint, or the client-side failure with its causes.
+pub fn describe_error(error: &tokio_postgres::Error) -> String {
+    let Some(db) = error.as_db_error() else {
+        return with_causes(error);
+    };
+    let mut text = db.message().to_owned();
+    if let Some(detail) = db.detail() {
+        text.push_str(&format!(" ({detail})"));
+    }
+    if let Some(hint) = db.hint() {
+        text.push_str(&format!("; {hint}"));
+    }
+    text
+}
+
+/// Where a connection goes, as an operator would look for it: host:port
+/// pairs or socket directories.
+fn connect_target(config: &Config) -> String {
+    let ports = config.get_ports();
+    let targets: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let port = ports.get(index).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                tokio_postgres::config::Host::Unix(path) => {
+                    format!("{} (port {port})", path.display())
+                }
+            }
+        })
+        .collect();
+    if targets.is_empty() {
+        "the default host".to_owned()
+    } else {
+        targets.join(", ")
+    }
+}
+
+/// What to check when nothing answered.
+fn connect_hint(error: &tokio_postgres::Error) -> &'static str {
+    if with_causes(error).contains("Connection refused") {
+        "; is Postgres running there and listening on that address (listen_addresses, port)?"
+    } else {
+        ""
+    }
 }
 
 /// The driver's message names only the kind of failure ("error performing
@@ -310,6 +368,18 @@ pub fn parse_url(url: &str) -> Result<Config, DbError> {
 /// Parses a connection string into the driver's configuration and the TLS
 /// settings walhook enforces itself.
 pub fn parse_url_tls(url: &str) -> Result<(Config, TlsSettings), DbError> {
+    // A URL of another database (mysql://...) would otherwise be read as
+    // key=value settings, with a puzzling complaint about a missing value.
+    if let Some((scheme, _)) = url.split_once("://") {
+        let is_scheme = scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if is_scheme && !matches!(scheme, "postgres" | "postgresql") {
+            return Err(DbError::NotPostgres {
+                scheme: scheme.to_owned(),
+            });
+        }
+    }
     let (rest, tls) = take_tls_parameters(url)?;
     let config = rest.parse::<Config>().map_err(DbError::BadUrl)?;
     Ok((config, tls))
@@ -495,7 +565,14 @@ where
     T: MakeTlsConnect<Socket>,
     T::Stream: Send + 'static,
 {
-    let (client, connection) = config.connect(tls).await.map_err(DbError::Connect)?;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|error| DbError::ConnectTo {
+            target: connect_target(config),
+            hint: connect_hint(&error),
+            error,
+        })?;
     let role = role.to_owned();
     tokio::spawn(async move {
         match connection.await {
@@ -532,7 +609,15 @@ where
 {
     use futures_util::StreamExt;
 
-    let (client, mut connection) = config.connect(tls).await.map_err(DbError::Connect)?;
+    let (client, mut connection) =
+        config
+            .connect(tls)
+            .await
+            .map_err(|error| DbError::ConnectTo {
+                target: connect_target(config),
+                hint: connect_hint(&error),
+                error,
+            })?;
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let role = role.to_owned();
     tokio::spawn(async move {
@@ -558,6 +643,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_of_another_database_is_named_as_such() {
+        let err = parse_url("mysql://app:hunter2@db/app")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("starts with mysql://") && !err.contains("hunter2"),
+            "{err}"
+        );
+        assert!(parse_url("host=localhost password=a://b dbname=app").is_ok());
+        assert!(parse_url("postgresql://u@localhost/app").is_ok());
+    }
 
     #[test]
     fn url_sslmode_and_rootcert_are_taken_out() {

@@ -13,6 +13,7 @@ pub mod console;
 pub mod db;
 pub mod deliver;
 pub mod demo;
+pub mod event_type;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;

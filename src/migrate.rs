@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_statement_cascades.sql"),
     migration!(6, "0006_claim_in_place.sql"),
     migration!(7, "0007_byte_order_keys.sql"),
+    migration!(10, "0010_safe_sql_surface.sql"),
     migration!(11, "0011_console.sql"),
 ];
 
@@ -123,6 +124,7 @@ async fn migrate_locked(client: &mut Client) -> Result<Report, MigrateError> {
         );
         report.applied.push(migration.version);
     }
+    apply_grants(client).await?;
     Ok(report)
 }
 
@@ -140,6 +142,23 @@ async fn apply(client: &mut Client, migration: &Migration) -> Result<(), Migrate
     )
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// Gives the roles `walhook_admin`, `walhook_viewer` and `walhook_relay`
+/// their privileges on every object of schema `walhook`, those of later
+/// migrations included, and takes every privilege from PUBLIC.
+async fn apply_grants(client: &Client) -> Result<(), tokio_postgres::Error> {
+    let defined: bool = client
+        .query_one(
+            "SELECT to_regprocedure('walhook.apply_grants()') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if defined {
+        client.execute("SELECT walhook.apply_grants()", &[]).await?;
+    }
     Ok(())
 }
 
@@ -206,8 +225,14 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_in_order_and_named_by_number() {
-        for (index, migration) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(migration.version as usize, index + 1);
+        let mut previous = 0;
+        for migration in MIGRATIONS {
+            assert!(
+                migration.version > previous,
+                "{} out of order",
+                migration.name
+            );
+            previous = migration.version;
             assert!(migration
                 .name
                 .starts_with(&format!("{:04}_", migration.version)));

@@ -8,70 +8,81 @@
 use tokio_postgres::GenericClient;
 
 use crate::change::{Event, RowChange};
+use crate::event_type::{self, Part};
 
 /// One subscription pattern: `*`, `<table>.<action>`, `<schema>.<table>.<action>`,
-/// with `*` for any segment.
+/// with `*` for any part; names that need it are quoted as in event types
+/// ([`crate::event_type`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pattern {
     Everything,
     Match {
-        table: TablePattern,
-        action: Option<String>,
+        schema: Part,
+        table: Part,
+        action: Part,
     },
-}
-
-/// The table part of a pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TablePattern {
-    /// `*`: every table in every schema.
-    Any,
-    /// `schema.*`: every table of a schema.
-    Schema(String),
-    /// `orders` (in public) or `audit.log`.
-    Exact(String),
+    /// Not a well-formed pattern (the database refuses those): matches nothing.
+    Nothing,
 }
 
 impl Pattern {
     /// Parses a pattern as stored (the database has already validated it).
     pub fn parse(text: &str) -> Pattern {
-        if text == "*" {
-            return Pattern::Everything;
+        let Some(parts) = event_type::split_parts(text) else {
+            return Pattern::Nothing;
+        };
+        let mut parts = parts.into_iter();
+        let (schema, table, action) = match (parts.next(), parts.next(), parts.next(), parts.next())
+        {
+            (Some(Part::Any), None, None, None) => return Pattern::Everything,
+            // `*.delete` covers every schema; `orders.*` names a table of public.
+            (Some(Part::Any), Some(action), None, None) => (Part::Any, Part::Any, action),
+            (Some(table), Some(action), None, None) => {
+                (Part::Name("public".to_owned()), table, action)
+            }
+            (Some(schema), Some(table), Some(action), None) => (schema, table, action),
+            _ => return Pattern::Nothing,
+        };
+        Pattern::Match {
+            schema,
+            table,
+            action,
         }
-        let (table, action) = text.rsplit_once('.').unwrap_or(("*", text));
-        let action = (action != "*").then(|| action.to_owned());
-        // `public.orders` names `orders`; `public.*` stays a schema pattern.
-        let table = match table.strip_prefix("public.") {
-            Some(rest) if rest != "*" => rest,
-            _ => table,
-        };
-        let table = if table == "*" {
-            TablePattern::Any
-        } else if let Some(schema) = table.strip_suffix(".*") {
-            TablePattern::Schema(schema.to_owned())
-        } else {
-            TablePattern::Exact(table.to_owned())
-        };
-        Pattern::Match { table, action }
     }
 
-    /// Does an event type (`orders.update`, `audit.log.delete`) match?
+    /// Does an event type (`orders.update`, `audit.log.delete`,
+    /// `"audit.log".insert`) match?
     pub fn matches(&self, event_type: &str) -> bool {
-        let Pattern::Match { table, action } = self else {
-            return true;
-        };
-        let Some((event_table, event_action)) = event_type.rsplit_once('.') else {
-            return false;
-        };
-        if action.as_deref().is_some_and(|a| a != event_action) {
-            return false;
+        let names: Option<Vec<String>> = event_type::split_parts(event_type).and_then(|parts| {
+            parts
+                .into_iter()
+                .map(|part| match part {
+                    Part::Name(name) => Some(name),
+                    Part::Any => None,
+                })
+                .collect()
+        });
+        match names.as_deref() {
+            Some([table, action]) => self.matches_table("public", table, action),
+            Some([schema, table, action]) => self.matches_table(schema, table, action),
+            _ => false,
         }
-        match table {
-            TablePattern::Any => true,
-            TablePattern::Exact(name) => name == event_table,
-            TablePattern::Schema(schema) if schema == "public" => !event_table.contains('.'),
-            TablePattern::Schema(schema) => event_table
-                .strip_prefix(schema.as_str())
-                .is_some_and(|rest| rest.starts_with('.')),
+    }
+
+    /// Does a change of `schema.table` with `action` match?
+    pub fn matches_table(&self, schema: &str, table: &str, action: &str) -> bool {
+        match self {
+            Pattern::Everything => true,
+            Pattern::Nothing => false,
+            Pattern::Match {
+                schema: schema_part,
+                table: table_part,
+                action: action_part,
+            } => {
+                action_part.accepts(action)
+                    && table_part.accepts(table)
+                    && schema_part.accepts(schema)
+            }
         }
     }
 }
@@ -86,6 +97,15 @@ pub struct Route {
 impl Route {
     pub fn wants(&self, event_type: &str) -> bool {
         self.patterns.iter().any(|p| p.matches(event_type))
+    }
+
+    /// Does the subscription want this change?
+    pub fn wants_change(&self, change: &RowChange) -> bool {
+        let (schema, table) = (&change.table.schema, &change.table.name);
+        let action = change.action.as_str();
+        self.patterns
+            .iter()
+            .any(|p| p.matches_table(schema, table, action))
     }
 }
 
@@ -167,7 +187,7 @@ impl Router {
             let event = change.to_event();
             let index = routed.events.len();
             for route in &self.routes {
-                if route.wants(&event.event_type) {
+                if route.wants_change(change) {
                     routed.deliveries.push((index, route.subscription_id));
                 }
             }
@@ -219,5 +239,34 @@ mod tests {
         assert!(matches("audit.log.*", "audit.log.update"));
         assert!(matches("public.*.insert", "orders.insert"));
         assert!(!matches("public.*.insert", "audit.log.insert"));
+    }
+
+    #[test]
+    fn quoted_names_match_only_their_own_table() {
+        assert!(matches("\"audit.log\".*", "\"audit.log\".insert"));
+        assert!(!matches("\"audit.log\".*", "audit.log.insert"));
+        assert!(!matches("audit.log.*", "\"audit.log\".insert"));
+        assert!(matches(
+            "\"Ünïcode Täble\".insert",
+            "\"Ünïcode Täble\".insert"
+        ));
+        assert!(matches("public.\"audit.log\".*", "\"audit.log\".insert"));
+        assert!(matches("\"public\".orders.*", "orders.insert"));
+        assert!(matches("*.*.insert", "audit.log.insert"));
+        assert!(matches("*.orders.insert", "orders.insert"));
+        assert!(!matches("\"*\".insert", "orders.insert"));
+        assert!(matches("\"*\".insert", "\"*\".insert"));
+    }
+
+    #[test]
+    fn unquoted_names_keep_their_literal_meaning() {
+        assert!(matches("Orders.insert", "\"Orders\".insert"));
+        assert!(!matches("Orders.insert", "orders.insert"));
+    }
+
+    #[test]
+    fn malformed_patterns_match_nothing() {
+        assert_eq!(Pattern::parse("a..b"), Pattern::Nothing);
+        assert!(!matches("a.b.c.d", "a.b.c.d"));
     }
 }

@@ -202,7 +202,39 @@ pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
             let _ = writeln!(out, "{line}");
         }
     }
+    unmatched_patterns(client, &mut out).await?;
     Ok(out)
+}
+
+/// Subscriptions whose patterns name a table that no watched table is
+/// (after a rename or a drop, or a typo): they would wait for nothing.
+async fn unmatched_patterns(
+    client: &Client,
+    out: &mut String,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT subscription_id, string_agg(pattern, ', ' ORDER BY pattern)
+             FROM walhook.unmatched_patterns() GROUP BY subscription_id ORDER BY subscription_id",
+            &[],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let _ = writeln!(
+        out,
+        "subscriptions with patterns that match no watched table (renamed or dropped?):"
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "  #{} {}",
+            row.get::<_, i64>(0),
+            row.get::<_, String>(1)
+        );
+    }
+    Ok(())
 }
 
 /// The replication slot's lag behind the server's WAL and its confirmed

@@ -50,13 +50,10 @@ pub struct TableRef {
 }
 
 impl TableRef {
-    /// The table part of an event type: `orders`, or `audit.log` outside `public`.
+    /// The table part of an event type: `orders`, `audit.log` outside
+    /// `public`, a name that needs it quoted (`"audit.log"`).
     pub fn type_prefix(&self) -> String {
-        if self.schema == "public" {
-            self.name.clone()
-        } else {
-            format!("{}.{}", self.schema, self.name)
-        }
+        crate::event_type::table_prefix(&self.schema, &self.name)
     }
 }
 
@@ -102,7 +99,11 @@ impl RowChange {
 
     /// The ordering key: events with equal keys are delivered in commit order.
     pub fn row_key(&self) -> String {
-        let table = format!("{}.{}", self.table.schema, self.table.name);
+        let table = format!(
+            "{}.{}",
+            crate::event_type::quote_part(&self.table.schema),
+            crate::event_type::quote_part(&self.table.name)
+        );
         if self.key.is_empty() || self.action == Action::Truncate {
             table
         } else {
@@ -382,6 +383,19 @@ mod tests {
         let mut change = update();
         change.table.schema = "audit".into();
         assert_eq!(change.event_type(), "audit.orders.update");
+    }
+
+    #[test]
+    fn names_that_need_it_are_quoted_in_types_and_row_keys() {
+        let mut in_public = update();
+        in_public.table.name = "audit.log".into();
+        let mut in_audit = update();
+        in_audit.table.schema = "audit".into();
+        in_audit.table.name = "log".into();
+        assert_eq!(in_public.event_type(), "\"audit.log\".update");
+        assert_eq!(in_audit.event_type(), "audit.log.update");
+        assert_ne!(in_public.row_key(), in_audit.row_key());
+        assert_eq!(in_public.row_key(), "public.\"audit.log\":[7]");
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct Outcome {
     /// The receiver asked, with `webhook-delivery: abort-message`, that
     /// this message not be retried.
     pub abort: bool,
+    /// The private-network guard refused the target: a permanent failure,
+    /// since retrying would be refused the same way.
+    pub refused: bool,
 }
 
 impl Outcome {
@@ -122,6 +125,13 @@ impl Outcome {
             error: Some(error),
             duration,
             ..Outcome::default()
+        }
+    }
+
+    fn refused(error: String, duration: Duration) -> Outcome {
+        Outcome {
+            refused: true,
+            ..Outcome::failed(error, duration)
         }
     }
 }
@@ -162,6 +172,11 @@ impl Sender {
     /// Sends one message. Never fails: every problem becomes the outcome's error.
     pub async fn send(&self, message: &Message<'_>) -> Outcome {
         let started = Instant::now();
+        if let (false, Ok(url)) = (self.allow_private, &message.url.0) {
+            if let Err(refused) = check_literal_host(url) {
+                return Outcome::refused(refused, started.elapsed());
+            }
+        }
         let request = match self.build(message) {
             Ok(request) => request,
             Err(error) => return Outcome::failed(error, started.elapsed()),
@@ -169,7 +184,13 @@ impl Sender {
         let response = match self.client.execute(request).await {
             Ok(response) => response,
             Err(error) => {
-                return Outcome::failed(describe_error(error, self.timeout), started.elapsed())
+                let refused = find_source::<Refused>(&error).is_some();
+                let error = describe_error(error, self.timeout);
+                return if refused {
+                    Outcome::refused(error, started.elapsed())
+                } else {
+                    Outcome::failed(error, started.elapsed())
+                };
             }
         };
         let status = response.status().as_u16();
@@ -187,14 +208,12 @@ impl Sender {
             }),
             retry_after: retry_after(status, &headers),
             abort: asks_to_abort(&headers),
+            refused: false,
         }
     }
 
     fn build(&self, message: &Message<'_>) -> Result<reqwest::Request, String> {
         let url = message.url.0.clone()?;
-        if !self.allow_private {
-            check_literal_host(&url)?;
-        }
         let body = message.content_type.encode(message.json);
         let timestamp = chrono::Utc::now().timestamp();
         let mut headers = HeaderMap::new();

@@ -76,7 +76,9 @@ pub fn verdict(outcome: &Outcome, plan: &Plan, attempt: u32, jitter_unit: f64) -
     if outcome.is_success() {
         return Verdict::Delivered;
     }
-    if outcome.abort {
+    // Neither a receiver that asked not to retry nor a refused target
+    // would answer differently next time.
+    if outcome.abort || outcome.refused {
         return Verdict::Dead;
     }
     match plan.after_failure(attempt) {
@@ -448,6 +450,17 @@ mod tests {
             verdict(&busy, &plan(), 1, 0.0),
             Verdict::Retry(Duration::from_secs(60))
         );
+    }
+
+    #[test]
+    fn a_refused_target_is_dead_at_once() {
+        let refused = Outcome {
+            refused: true,
+            error: Some("refused: 10.0.0.1 is 10.0.0.1, a private address".into()),
+            ..Outcome::default()
+        };
+        assert_eq!(verdict(&refused, &plan(), 1, 0.0), Verdict::Dead);
+        assert!(attempt_error(&refused).is_some_and(|e| e.contains("private address")));
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             info!(slot = %config.capture.slot, "created the replication slot");
         }
     }
+    forget_dropped_tables(&control).await?;
     apply_capture_mode(&control, config.capture.mode).await?;
 
     // Stages stop on `stop`: on shutdown, or when one of them fails for good.
@@ -125,6 +126,31 @@ where
         Ok(Err(error)) => Err(anyhow::Error::new(error).context(format!("{stage} stopped"))),
         Err(join) => Err(anyhow::anyhow!("{stage} task failed: {join}")),
     }
+}
+
+/// Watched tables dropped while no event trigger followed drops (a
+/// `migrate` run by a non-superuser) are forgotten, each with a warning.
+async fn forget_dropped_tables(client: &Client) -> anyhow::Result<()> {
+    let gone = client
+        .query(
+            "SELECT w.relid::oid, coalesce(w.type_prefix, '?') FROM walhook.watched w
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = w.relid)",
+            &[],
+        )
+        .await?;
+    for row in &gone {
+        warn!(
+            oid = row.get::<_, u32>(0),
+            table = row.get::<_, String>(1),
+            "a watched table no longer exists; it is no longer watched (watch it again once it is re-created)"
+        );
+    }
+    if !gone.is_empty() {
+        client
+            .execute("SELECT walhook.forget_missing_tables()", &[])
+            .await?;
+    }
+    Ok(())
 }
 
 /// Makes the watched tables' capture match the configured mode.

@@ -38,8 +38,10 @@ pub enum Ack {
 
 #[derive(Debug, Error)]
 pub enum SourceError {
-    #[error("database error while capturing: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    /// Not a `#[source]`: the message already carries the server's words,
+    /// which a printed error chain would repeat.
+    #[error("database error while capturing: {}", crate::db::describe_error(.0))]
+    Db(tokio_postgres::Error),
     #[error(transparent)]
     Connect(#[from] crate::db::DbError),
     /// The replication slot can no longer be used; retrying will not help.
@@ -49,6 +51,12 @@ pub enum SourceError {
     Protocol(String),
     #[error("i/o error while capturing: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<tokio_postgres::Error> for SourceError {
+    fn from(error: tokio_postgres::Error) -> SourceError {
+        SourceError::Db(error)
+    }
 }
 
 impl SourceError {

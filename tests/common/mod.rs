@@ -425,3 +425,4 @@ pub async fn prepare_capture(url: &str, mode: walhook::config::CaptureMode) {
 }
 pub mod browser;
 pub mod console;
+pub mod sql_surface;

@@ -642,9 +642,27 @@ pub async fn prepare(database_url: &str, config: &CaptureConfig) -> Result<bool,
                      or run walhook with capture.mode = \"trigger\""
                 )));
             }
+            if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+                return Err(SourceError::Fatal(
+                    missing_replication(&client, &message).await,
+                ));
+            }
             Err(e.into())
         }
     }
+}
+
+/// What to do when the role may not use replication slots.
+async fn missing_replication(client: &Client, message: &str) -> String {
+    let role: String = match client.query_one("SELECT current_user::text", &[]).await {
+        Ok(row) => row.get(0),
+        Err(_) => "walhook's role".to_owned(),
+    };
+    format!(
+        "the database role {role} may not use replication slots ({message}). Replication capture needs the \
+         REPLICATION attribute: ALTER ROLE {role} REPLICATION (on managed databases, grant their replication role, \
+         e.g. rds_replication), or run walhook with capture.mode = \"trigger\" (--mode trigger), which needs none"
+    )
 }
 
 async fn ensure_publication(client: &Client, publication: &str) -> Result<(), SourceError> {
