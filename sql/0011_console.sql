@@ -55,3 +55,7 @@ BEGIN
     PERFORM pg_notify('walhook_deliveries', '');
     RETURN event_id;
 END $$;
+
+-- walhook_admin may ping, but may not write the outbox itself: the ping
+-- runs as walhook's owner.
+ALTER FUNCTION walhook.ping(bigint) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
