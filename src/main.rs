@@ -164,7 +164,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     } else {
         println!("applied migrations {:?}; schema up to date", report.applied);
     }
-    let capture = walhook::setup::set_up_capture(url, &config.capture).await?;
+    let capture = walhook::setup::set_up_capture(&client, url, &config.capture).await?;
     println!("{}", capture_summary(config, &capture));
     Ok(())
 }

@@ -10,7 +10,6 @@ use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use crate::config::{CaptureConfig, CaptureMode};
-use crate::db;
 use crate::source::replication;
 use crate::source::SourceError;
 
@@ -35,14 +34,16 @@ pub enum SetupError {
         mode: CaptureMode,
         source: tokio_postgres::Error,
     },
-    #[error(transparent)]
-    Connect(#[from] db::DbError),
 }
 
 /// Makes the database capture in `config.mode` from now on and records it.
-pub async fn set_up_capture(url: &str, config: &CaptureConfig) -> Result<CaptureSetup, SetupError> {
+/// `client` is connected to the database `url` names.
+pub async fn set_up_capture(
+    client: &Client,
+    url: &str,
+    config: &CaptureConfig,
+) -> Result<CaptureSetup, SetupError> {
     let mode = config.mode;
-    let client = db::connect(url, "capture setup").await?;
     let db_error = |source| SetupError::Db { mode, source };
     let mut setup = CaptureSetup::default();
     if mode == CaptureMode::Replication {
@@ -55,10 +56,10 @@ pub async fn set_up_capture(url: &str, config: &CaptureConfig) -> Result<Capture
         if setup.slot_created {
             info!(slot = %config.slot, "created the replication slot");
         }
-        warn_if_slot_replaced(&client, &config.slot)
+        warn_if_slot_replaced(client, &config.slot)
             .await
             .map_err(db_error)?;
-        record_slot(&client, &config.slot).await.map_err(db_error)?;
+        record_slot(client, &config.slot).await.map_err(db_error)?;
     }
     let current: String = client
         .query_one("SELECT walhook.capture_mode()", &[])

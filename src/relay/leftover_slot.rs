@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::capture::{pump, CaptureError};
 use crate::config::{CaptureConfig, CaptureMode};
@@ -53,7 +53,17 @@ pub(super) async fn drain(
         slot: slot.clone(),
         ..config.clone()
     };
-    let mut source = ReplicationSource::connect(url, &replication).await?;
+    let mut source = ReplicationSource::connect(url, &replication)
+        .await
+        .inspect_err(|error| {
+            warn!(
+                slot,
+                %error,
+                "cannot read the replication slot left by replication capture; trigger capture waits \
+                 until it has been read, since it holds changes from before the switch (to give them \
+                 up, drop it: SELECT pg_drop_replication_slot('<slot>'))"
+            );
+        })?;
     let caught_up = shutdown.child_token();
     let watcher = tokio::spawn(stop_when_confirmed(
         client.clone(),

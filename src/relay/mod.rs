@@ -24,7 +24,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let url = config.require_database_url()?.to_owned();
     let control = db::connect(&url, "control").await?;
     migrate::require_current(&control).await?;
-    crate::setup::set_up_capture(&url, &config.capture).await?;
+    crate::setup::set_up_capture(&control, &url, &config.capture).await?;
 
     // Stages stop on `stop`: on shutdown, or when one of them fails for good.
     let stop = shutdown.child_token();
