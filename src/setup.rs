@@ -6,6 +6,7 @@
 //! however long it takes the first relay to start.
 
 use thiserror::Error;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -24,16 +25,42 @@ pub struct CaptureSetup {
 
 #[derive(Debug, Error)]
 pub enum SetupError {
-    #[error("cannot set up {mode} capture: {source}")]
-    Source {
-        mode: CaptureMode,
-        source: SourceError,
-    },
-    #[error("cannot set up {mode} capture: {source}")]
-    Db {
-        mode: CaptureMode,
-        source: tokio_postgres::Error,
-    },
+    #[error("cannot set up {mode} capture: {detail}")]
+    Capture { mode: CaptureMode, detail: String },
+}
+
+impl SetupError {
+    fn source(mode: CaptureMode, error: SourceError) -> SetupError {
+        let detail = match &error {
+            SourceError::Db(db) => describe(db),
+            other => other.to_string(),
+        };
+        SetupError::Capture { mode, detail }
+    }
+
+    fn db(mode: CaptureMode, error: tokio_postgres::Error) -> SetupError {
+        SetupError::Capture {
+            mode,
+            detail: describe(&error),
+        }
+    }
+}
+
+/// The server's own message (the error's display is only "db error"),
+/// with what to do when the role lacks a privilege.
+fn describe(error: &tokio_postgres::Error) -> String {
+    let Some(db) = error.as_db_error() else {
+        return error.to_string();
+    };
+    if db.code() == &SqlState::INSUFFICIENT_PRIVILEGE {
+        format!(
+            "{}; replication capture needs a role with the REPLICATION attribute (ALTER ROLE <role> REPLICATION) \
+             or superuser; without one, capture with --mode trigger",
+            db.message()
+        )
+    } else {
+        db.message().to_owned()
+    }
 }
 
 /// Makes the database capture in `config.mode` from now on and records it.
@@ -44,7 +71,7 @@ pub async fn set_up_capture(
     config: &CaptureConfig,
 ) -> Result<CaptureSetup, SetupError> {
     let mode = config.mode;
-    let db_error = |source| SetupError::Db { mode, source };
+    let db_error = |error| SetupError::db(mode, error);
     let mut setup = CaptureSetup::default();
     if mode == CaptureMode::Replication {
         // The slot first: it retains every change from here on, so none
@@ -52,7 +79,7 @@ pub async fn set_up_capture(
         // taking over.
         setup.slot_created = replication::prepare(url, config)
             .await
-            .map_err(|source| SetupError::Source { mode, source })?;
+            .map_err(|error| SetupError::source(mode, error))?;
         if setup.slot_created {
             info!(slot = %config.slot, "created the replication slot");
         }
@@ -118,11 +145,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errors_name_the_mode() {
-        let error = SetupError::Source {
-            mode: CaptureMode::Replication,
-            source: SourceError::Fatal("wal_level is not logical".into()),
-        };
+    fn errors_name_the_mode_and_the_cause() {
+        let error = SetupError::source(
+            CaptureMode::Replication,
+            SourceError::Fatal("wal_level is not logical".into()),
+        );
         assert_eq!(
             error.to_string(),
             "cannot set up replication capture: wal_level is not logical"

@@ -227,6 +227,13 @@ async fn scenario(name: &'static str, steps: &[Step]) -> Scenario {
 }
 
 fn migrate(url: &str, mode: CaptureMode) -> String {
+    let (ok, text) = try_migrate(url, mode);
+    assert!(ok, "walhook migrate failed: {text}");
+    text
+}
+
+/// `walhook migrate --mode <mode>`: whether it succeeded, and its output.
+fn try_migrate(url: &str, mode: CaptureMode) -> (bool, String) {
     let config = std::env::temp_dir().join(format!("walhook-migrate-{}.toml", slot_for(url)));
     std::fs::write(
         &config,
@@ -252,8 +259,7 @@ fn migrate(url: &str, mode: CaptureMode) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "walhook migrate failed: {text}");
-    text
+    (output.status.success(), text)
 }
 
 async fn subscribe(client: &Client, url: &str) -> i64 {
@@ -669,4 +675,40 @@ async fn watch_notices_a_missing_slot() {
         .await
         .expect("watch");
     assert!(notices.lock().expect("notices").is_empty());
+}
+
+// Where the role may not replicate, `migrate` in replication mode names the
+// cause and the way out; trigger mode needs no such privilege.
+
+#[tokio::test]
+async fn migrate_names_a_missing_replication_privilege() {
+    let db = TestDb::empty().await;
+    let role = format!("{}_app", db.name);
+    let admin = db.client().await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT CREATE ON DATABASE {} TO {role}; CREATE EXTENSION hstore;",
+            db.name
+        ))
+        .await
+        .expect("a role without REPLICATION");
+    let mut url = url::Url::parse(&db.url).expect("test URL");
+    url.set_username(&role).expect("user name");
+    let replication = try_migrate(url.as_str(), Replication);
+    let trigger = try_migrate(url.as_str(), Trigger);
+    // Roles belong to the server: remove it before anything can fail.
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"))
+        .await
+        .expect("drop the role");
+    let (ok, text) = replication;
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("cannot set up replication capture")
+            && text.contains("REPLICATION attribute")
+            && text.contains("--mode trigger"),
+        "{text}"
+    );
+    let (ok, text) = trigger;
+    assert!(ok && text.contains("capture mode trigger"), "{text}");
 }
