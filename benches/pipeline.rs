@@ -1,7 +1,8 @@
 //! The pipeline benchmark: walhook against the limits of this machine.
 //!
-//! One run, on the Postgres that `scripts/test` prepares, in a fresh
-//! database, with a fast receiver on 127.0.0.1. Every figure is printed
+//! One run, on the Postgres named by `BENCH_DATABASE_URL` or
+//! `TEST_DATABASE_URL` (default 127.0.0.1:5432; `scripts/with-postgres`
+//! starts a private throwaway one), in a fresh database, with a fast receiver on 127.0.0.1. Every figure is printed
 //! beside a reference measured in the same run (single timings drift on
 //! shared machines; ratios do not):
 //!

@@ -361,6 +361,14 @@ BEGIN
     RETURN forgotten;
 END $$;
 
+-- Records the replication slot capture was set up with (see 0008): the
+-- relay may not write walhook.settings itself.
+CREATE FUNCTION walhook.record_capture_slot(slot text) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO walhook.settings (key, value) VALUES ('capture_slot', slot)
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value
+$$;
+
 CREATE OR REPLACE FUNCTION walhook.set_capture_mode(mode text) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -391,6 +399,7 @@ DECLARE
     schema_name name;
     note text := '';
     prefix text;
+    gap text;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'walhook.watch: table "%" does not exist', table_name
@@ -434,6 +443,13 @@ BEGIN
         RAISE NOTICE 'walhook.watch: % has no primary key', rel
             USING DETAIL = 'Its events still flow. Without a key a row is identified by all of its columns, so walhook delivers the table''s events in commit order as one sequence.',
                   HINT = 'Add a primary key to deliver different rows in parallel.';
+    END IF;
+    gap := walhook.capture_gap();
+    IF gap IS NOT NULL THEN
+        note := note || '; not captured yet: ' || gap;
+        RAISE NOTICE 'walhook.watch: changes to % are not captured yet: %', shown, gap
+            USING DETAIL = 'The capture mode is replication, and changes are retained for walhook only from when its replication slot exists. Changes committed before then are never delivered.',
+                  HINT = 'Run `walhook migrate` (it creates the slot of the configured capture.slot) before writing changes that must be delivered, or `walhook migrate --mode trigger` for trigger capture.';
     END IF;
     RETURN format('watching %s (%s capture)%s', shown, walhook.capture_mode(), note);
 END $$;
@@ -607,6 +623,7 @@ ALTER FUNCTION walhook.redeliver(bigint) SECURITY DEFINER SET search_path = pg_c
 ALTER FUNCTION walhook.replay(bigint, timestamptz, timestamptz) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.replay_chunk(bigint, integer) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.set_capture_mode(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION walhook.record_capture_slot(text) SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.forget_missing_tables() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.ensure_publication() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION walhook.forget_dropped_tables() SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
@@ -621,7 +638,8 @@ LANGUAGE sql STABLE AS $$
         'walhook.event_type_matches(text, text)'::regprocedure, 'walhook.event_matches(text, text[])'::regprocedure,
         'walhook.valid_event_patterns(text[])'::regprocedure, 'walhook.capture_mode()'::regprocedure,
         'walhook.limits()'::regprocedure, 'walhook.url_host(text)'::regprocedure,
-        'walhook.private_address_kind(text)'::regprocedure, 'walhook.unmatched_patterns()'::regprocedure)
+        'walhook.private_address_kind(text)'::regprocedure, 'walhook.unmatched_patterns()'::regprocedure,
+        'walhook.capture_slot()'::regprocedure, 'walhook.capture_gap()'::regprocedure)
 $$;
 
 -- (Re)grants the three roles what they may do, on every object of schema
@@ -707,6 +725,7 @@ BEGIN
             END IF;
         END LOOP;
         GRANT EXECUTE ON FUNCTION walhook.capture_mode(), walhook.set_capture_mode(text),
+            walhook.record_capture_slot(text),
             walhook.forget_missing_tables(),
             walhook.ensure_publication(), walhook.replay_chunk(bigint, integer),
             walhook.event_matches(text, text[]), walhook.event_type_matches(text, text),

@@ -19,5 +19,6 @@ pub mod migrate;
 pub mod outbox;
 pub mod relay;
 pub mod route;
+pub mod setup;
 pub mod source;
 pub mod status;

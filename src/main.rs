@@ -69,7 +69,7 @@ struct Settings {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply the embedded SQL migrations (safe to repeat)
+    /// Apply the embedded SQL migrations and set up capture in the configured mode (safe to repeat)
     Migrate,
     /// Capture, route and deliver until SIGINT/SIGTERM, then drain and exit
     Run,
@@ -170,7 +170,27 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     } else {
         println!("applied migrations {:?}; schema up to date", report.applied);
     }
+    let capture = walhook::setup::set_up_capture(&client, url, &config.capture).await?;
+    println!("{}", capture_summary(config, &capture));
     Ok(())
+}
+
+/// When capture starts is what an operator needs from `migrate`.
+fn capture_summary(config: &Config, setup: &walhook::setup::CaptureSetup) -> String {
+    let switched = match &setup.switched_from {
+        Some(previous) => format!(" (switched from {previous})"),
+        None => String::new(),
+    };
+    match config.capture.mode {
+        config::CaptureMode::Replication => format!(
+            "capture mode replication{switched}: replication slot {} {}; changes to watched tables are retained from now on",
+            config.capture.slot,
+            if setup.slot_created { "created" } else { "exists" }
+        ),
+        config::CaptureMode::Trigger => format!(
+            "capture mode trigger{switched}: watched tables' changes are captured by triggers from now on"
+        ),
+    }
 }
 
 async fn status(config: &Config) -> anyhow::Result<()> {

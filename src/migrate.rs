@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_statement_cascades.sql"),
     migration!(6, "0006_claim_in_place.sql"),
     migration!(7, "0007_byte_order_keys.sql"),
+    migration!(8, "0008_capture_setup.sql"),
     migration!(10, "0010_safe_sql_surface.sql"),
     migration!(11, "0011_console.sql"),
 ];

@@ -77,10 +77,17 @@ fn bad_values_name_the_setting() {
 #[tokio::test]
 async fn migrate_then_status() {
     let db = TestDb::empty().await;
-    let (ok, text) = output(walhook().args(["migrate", "--database-url", &db.url]));
+    // Trigger mode: the default slot name is one per server, and the
+    // replication setup of `migrate` has tests of its own (setup_order.rs).
+    let (ok, text) =
+        output(walhook().args(["migrate", "--mode", "trigger", "--database-url", &db.url]));
     assert!(ok, "{text}");
     assert!(text.contains("applied migrations"), "{text}");
-    let (ok, text) = output(walhook().env("DATABASE_URL", &db.url).arg("migrate"));
+    let (ok, text) = output(
+        walhook()
+            .env("DATABASE_URL", &db.url)
+            .args(["migrate", "--mode", "trigger"]),
+    );
     assert!(ok, "{text}");
     assert!(text.contains("up to date"), "{text}");
     let client = db.client().await;

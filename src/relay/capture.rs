@@ -99,6 +99,7 @@ async fn lead(
     let mut outbox = Outbox::connect(url).await?;
     match config.mode {
         CaptureMode::Trigger => {
+            super::leftover_slot::drain(url, config, &mut outbox, &lock, wake, shutdown).await?;
             let mut source = TriggerSource::connect(url, config).await?;
             pump(&mut source, &mut outbox, &lock, wake, shutdown).await
         }
@@ -170,7 +171,7 @@ async fn write(outbox: &mut Outbox, batch: &Batch, wake: &Notify) -> Result<(), 
 }
 
 /// Source → outbox → acknowledge, batch after batch.
-async fn pump<S: Source>(
+pub(super) async fn pump<S: Source>(
     source: &mut S,
     outbox: &mut Outbox,
     lock: &Client,

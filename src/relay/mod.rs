@@ -3,6 +3,7 @@
 //! drains and the relay returns.
 
 pub mod capture;
+mod leftover_slot;
 pub mod maintenance;
 
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{CaptureMode, Config};
+use crate::config::Config;
 use crate::{admin, db, deliver, migrate};
 use capture::CaptureState;
 
@@ -25,15 +26,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let console = crate::console::Console::new(&url, &config.admin, &config.capture.slot)?;
     let control = db::connect(&url, "control").await?;
     migrate::require_current(&control).await?;
-    if config.capture.mode == CaptureMode::Replication {
-        // The slot first: it retains every change from now on, so none
-        // falls between the capture triggers going and the stream starting.
-        if crate::source::replication::prepare(&url, &config.capture).await? {
-            info!(slot = %config.capture.slot, "created the replication slot");
-        }
-    }
     forget_dropped_tables(&control).await?;
-    apply_capture_mode(&control, config.capture.mode).await?;
+    crate::setup::set_up_capture(&control, &url, &config.capture).await?;
 
     // Stages stop on `stop`: on shutdown, or when one of them fails for good.
     let stop = shutdown.child_token();
@@ -148,21 +142,6 @@ async fn forget_dropped_tables(client: &Client) -> anyhow::Result<()> {
     if !gone.is_empty() {
         client
             .execute("SELECT walhook.forget_missing_tables()", &[])
-            .await?;
-    }
-    Ok(())
-}
-
-/// Makes the watched tables' capture match the configured mode.
-async fn apply_capture_mode(client: &Client, mode: CaptureMode) -> anyhow::Result<()> {
-    let current: String = client
-        .query_one("SELECT walhook.capture_mode()", &[])
-        .await?
-        .get(0);
-    if current != mode.as_str() {
-        info!(from = %current, to = %mode, "switching capture mode of the watched tables");
-        client
-            .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
             .await?;
     }
     Ok(())

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
-/// The server tests create their databases on; `scripts/test` prepares it.
+/// The server tests create their databases on; `scripts/test` starts a
+/// private one (`scripts/with-postgres`) unless this names one.
 pub fn server_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
