@@ -12,6 +12,8 @@ pub mod config;
 pub mod db;
 pub mod deliver;
 pub mod demo;
+pub mod healthcheck;
+pub mod inspect;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use clap::Parser;
 use serde_norway::Value;
-use walhook::config::{check_env, Config, Overrides, KNOWN_ENV};
+use walhook::config::{check_env, known_env, Config, Overrides};
 
 const COMPOSE: &str = include_str!("../docker-compose.yml");
 const EXAMPLE_CONFIG: &str = include_str!("../config/walhook.toml");
@@ -67,7 +68,7 @@ fn walhook_gets_only_settings_it_knows() {
     check_env(env.keys().cloned()).unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
     for name in env.keys() {
         assert!(
-            name == "DATABASE_URL" || KNOWN_ENV.contains(&name.as_str()),
+            known_env().contains(name),
             "docker-compose.yml sets {name}, which walhook does not read"
         );
         if name.starts_with("WALHOOK_") && name != "WALHOOK_CONFIG" && name != "WALHOOK_LOG" {
@@ -79,25 +80,40 @@ fn walhook_gets_only_settings_it_knows() {
     }
 }
 
+/// The command line `walhook run` reads, with its flags in place of the
+/// environment variables they stand for.
+#[derive(Parser)]
+struct Run {
+    #[command(flatten)]
+    settings: Overrides,
+}
+
+/// What `walhook run` makes of an environment, through the same flag
+/// definitions it parses its environment with.
+fn overrides_from(env: &BTreeMap<String, String>) -> Overrides {
+    use clap::CommandFactory;
+    let command = Run::command();
+    let mut args = vec!["run".to_owned()];
+    for (name, value) in env {
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_env().is_some_and(|e| e == name.as_str()))
+            .unwrap_or_else(|| panic!("no flag reads {name}"));
+        let long = arg
+            .get_long()
+            .unwrap_or_else(|| panic!("{name} has no flag"));
+        args.push(format!("--{long}={value}"));
+    }
+    Run::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("docker-compose.yml: {e}"))
+        .settings
+}
+
 #[test]
 fn walhook_settings_parse_with_the_configuration_rules() {
     let compose = compose();
     let env = environment(service(&compose, "walhook"));
-    let overrides = Overrides {
-        config_path: env.get("WALHOOK_CONFIG").map(Into::into),
-        database_url: env.get("DATABASE_URL").cloned(),
-        mode: env.get("WALHOOK_MODE").cloned(),
-        allow_private_targets: env
-            .get("WALHOOK_ALLOW_PRIVATE_TARGETS")
-            .map(|v| match v.as_str() {
-                "true" => true,
-                "false" => false,
-                other => panic!("WALHOOK_ALLOW_PRIVATE_TARGETS={other}: write true or false"),
-            }),
-        retry_schedule: env.get("WALHOOK_RETRY_SCHEDULE").cloned(),
-        delivery_timeout: env.get("WALHOOK_DELIVERY_TIMEOUT").cloned(),
-        admin_listen: env.get("WALHOOK_ADMIN_LISTEN").cloned(),
-    };
+    let overrides = overrides_from(&env);
     let config = Config::load(&overrides).unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
     let url = config
         .require_database_url()
