@@ -29,6 +29,7 @@ pub struct DeliveryFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StateFilter {
     Pending,
+    #[value(name = "in_flight")]
     InFlight,
     Delivered,
     Dead,
