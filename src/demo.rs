@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use postgres::{
-    find_server_binaries, PostgresError, ServerBinaries, ThrowawayPostgres, INSTALL_HINT,
+    find_server_binaries, remove_leftovers, PostgresError, ServerBinaries, ThrowawayPostgres,
+    INSTALL_HINT,
 };
 pub use receiver::{verify_hub_signature, verify_request, Received, VerifyError};
 
@@ -65,6 +66,11 @@ impl DemoReport {
 /// The comment that marks `public.orders` as the demo's own table.
 const TABLE_MARK: &str = "walhook demo: sample orders";
 
+const ORDERS_TAKEN: &str =
+    "public.orders already exists in this database and is not the demo's table; \
+     the demo would write sample rows into it. Run the demo against an empty database, \
+     or without DATABASE_URL for a throwaway one";
+
 /// How many deliveries the sample writes produce.
 pub const SAMPLE_DELIVERIES: usize = 6;
 
@@ -108,6 +114,15 @@ pub async fn run_with(
         }
         None => {
             let binaries = find_server_binaries()?;
+            for dir in tokio::task::spawn_blocking(remove_leftovers)
+                .await
+                .unwrap_or_default()
+            {
+                println!(
+                    "Removed {}, left by a demo that was killed before it could clean up.",
+                    dir.display()
+                );
+            }
             println!(
                 "Starting a throwaway PostgreSQL from {} ...",
                 binaries.dir.display()
@@ -151,6 +166,15 @@ async fn demo(
     report: &mut DemoReport,
 ) -> anyhow::Result<()> {
     let mut client = crate::db::connect(url, "demo").await?;
+    let mut before = Existing::read(&client, config).await?;
+    if before.table && !own_database {
+        anyhow::bail!(ORDERS_TAKEN);
+    }
+    if !own_database && config.capture.slot == Config::default().capture.slot {
+        // A slot name is cluster-wide: the demo's own, per database, leaves
+        // a relay's slot alone and lets demos run in two databases.
+        config.capture.slot = demo_slot(&before.database);
+    }
     crate::migrate::migrate(&mut client).await?;
     let mode = usable_mode(&client, config.capture.mode).await?;
     config.capture.mode = mode;
@@ -167,6 +191,12 @@ async fn demo(
     report.mode = Some(mode);
 
     create_sample_table(&client, own_database).await?;
+    before.mode = Some(
+        client
+            .query_one("SELECT walhook.capture_mode()", &[])
+            .await?
+            .get(0),
+    );
     client
         .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
         .await?;
@@ -194,7 +224,7 @@ async fn demo(
         .get(0);
 
     println!();
-    println!("  database      {url}");
+    println!("  database      {}", describe_url(url));
     println!("  table         public.orders, watched ({mode} capture)");
     println!("  receiver      {hook_url}, subscribed to orders.* (subscription {subscription})");
     println!("  secret        {secret}");
@@ -213,6 +243,7 @@ async fn demo(
         &client,
         config,
         url,
+        subscription,
         options,
         shutdown,
         &mut relay,
@@ -233,15 +264,142 @@ async fn demo(
     stop_receiver.cancel();
     let _ = receiver_task.await;
     if !own_database {
-        // Leave no subscription behind that points at a receiver now gone.
-        if let Err(error) = client
-            .execute("SELECT walhook.unsubscribe($1)", &[&subscription])
-            .await
+        if let Err(error) =
+            remove_what_the_demo_created(&client, config, subscription, &before).await
         {
-            warn!(%error, subscription, "could not remove the demo subscription");
+            warn!(
+                error = format!("{error:#}"),
+                "could not remove everything the demo created"
+            );
         }
     }
     result
+}
+
+/// What was in a configured database before the demo touched it, so the
+/// demo removes what it created and nothing else.
+struct Existing {
+    database: String,
+    schema: bool,
+    publication: bool,
+    table: bool,
+    /// The capture mode of an installation the demo found, set back after.
+    mode: Option<String>,
+}
+
+impl Existing {
+    async fn read(client: &Client, config: &Config) -> anyhow::Result<Existing> {
+        let row = client
+            .query_one(
+                "SELECT current_database()::text,
+                        to_regnamespace('walhook') IS NOT NULL,
+                        EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1),
+                        coalesce(obj_description(to_regclass('public.orders'), 'pg_class') IS DISTINCT FROM $2
+                                 AND to_regclass('public.orders') IS NOT NULL, false)",
+                &[&config.capture.publication, &TABLE_MARK],
+            )
+            .await
+            .context("reading what the database holds before the demo")?;
+        Ok(Existing {
+            database: row.get(0),
+            schema: row.get(1),
+            publication: row.get(2),
+            table: row.get(3),
+            mode: None,
+        })
+    }
+}
+
+/// The demo's slot in a database it did not create: `walhook_demo_<db>`,
+/// within Postgres' 63 characters.
+fn demo_slot(database: &str) -> String {
+    let name: String = format!("walhook_demo_{database}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect();
+    name
+}
+
+/// Leaves a database the demo did not create as it found it: the
+/// subscription, the sample table, the slot, and the schema and
+/// publication when the demo installed them. (The group roles of
+/// `walhook migrate` are cluster-wide and stay.)
+async fn remove_what_the_demo_created(
+    client: &Client,
+    config: &Config,
+    subscription: i64,
+    before: &Existing,
+) -> anyhow::Result<()> {
+    client
+        .execute("SELECT walhook.unsubscribe($1)", &[&subscription])
+        .await
+        .context("removing the demo subscription")?;
+    if !before.table {
+        client
+            .batch_execute(
+                "SELECT walhook.unwatch('public.orders');
+                 DROP TABLE IF EXISTS public.orders;",
+            )
+            .await
+            .context("removing the sample table public.orders")?;
+    }
+    drop_slot(client, &config.capture.slot).await?;
+    if !before.publication {
+        client
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                config.capture.publication
+            ))
+            .await
+            .context("removing the publication")?;
+    }
+    if !before.schema {
+        client
+            .batch_execute("DROP SCHEMA walhook CASCADE")
+            .await
+            .context("removing the walhook schema the demo installed")?;
+    } else if let Some(mode) = &before.mode {
+        client
+            .execute("SELECT walhook.set_capture_mode($1)", &[mode])
+            .await
+            .context("setting the capture mode back")?;
+    }
+    Ok(())
+}
+
+/// Drops the demo's replication slot once the stopped relay has let go of
+/// it: an inactive slot keeps WAL forever.
+async fn drop_slot(client: &Client, slot: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+                &[&slot],
+            )
+            .await?;
+        match row.map(|r| r.get::<_, bool>(0)) {
+            None => return Ok(()),
+            Some(false) => {
+                client
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                    .await
+                    .with_context(|| format!("dropping the replication slot {slot}"))?;
+                return Ok(());
+            }
+            Some(true) if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!("the replication slot {slot} is still in use; drop it with SELECT pg_drop_replication_slot('{slot}')")
+            }
+            Some(true) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Receives and prints deliveries while the sample rows are written; then
@@ -251,6 +409,7 @@ async fn watch_deliveries(
     client: &Client,
     config: &Config,
     url: &str,
+    subscription: i64,
     options: &DemoOptions,
     shutdown: &CancellationToken,
     relay: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -264,8 +423,11 @@ async fn watch_deliveries(
     tokio::pin!(writer);
     let mut writing = true;
     loop {
-        if options.exit_after.is_some_and(|n| report.verified() >= n) {
-            return Ok(());
+        if let Some(n) = options.exit_after {
+            if report.verified() >= n && transactions_complete(client, subscription, report).await?
+            {
+                return Ok(());
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -279,8 +441,10 @@ async fn watch_deliveries(
             result = &mut writer, if writing => {
                 writing = false;
                 result?;
-                if options.exit_after.is_none() {
-                    print_invitation(url);
+                match options.exit_after {
+                    None => print_invitation(url),
+                    Some(n) if n > SAMPLE_DELIVERIES => print_waiting(url, n),
+                    Some(_) => {}
                 }
             }
             Some(received) = deliveries.recv() => {
@@ -330,11 +494,7 @@ async fn create_sample_table(client: &Client, own_database: bool) -> anyhow::Res
         .map(|row| row.get(0));
     if let Some(comment) = existing {
         if !own_database && comment.as_deref() != Some(TABLE_MARK) {
-            anyhow::bail!(
-                "public.orders already exists in this database and is not the demo's table; \
-                 the demo would write sample rows into it. Run the demo against an empty database, \
-                 or without DATABASE_URL for a throwaway one"
-            );
+            anyhow::bail!(ORDERS_TAKEN);
         }
     }
     client
@@ -436,10 +596,57 @@ async fn pause(pace: Duration, shutdown: &CancellationToken) {
     }
 }
 
+/// `--exit-after` counts deliveries in whole transactions: it stops only
+/// once every delivery of each transaction it received one of has arrived
+/// (deliveries of different rows arrive in any order).
+async fn transactions_complete(
+    client: &Client,
+    subscription: i64,
+    report: &DemoReport,
+) -> anyhow::Result<bool> {
+    let verified: Vec<&Received> = report.received.iter().filter(|r| r.verified()).collect();
+    let mut txids: Vec<String> = verified
+        .iter()
+        .filter_map(|r| r.event.get("txid").map(Value::to_string))
+        .collect();
+    txids.sort();
+    txids.dedup();
+    let received: std::collections::HashSet<&str> =
+        verified.iter().map(|r| r.event_id.as_str()).collect();
+    let expected: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT e.id) FROM walhook.deliveries d JOIN walhook.events e ON e.id = d.event_id
+             WHERE d.subscription_id = $1 AND e.payload->>'txid' = ANY($2)",
+            &[&subscription, &txids],
+        )
+        .await
+        .context("counting the deliveries of the transactions received")?
+        .get(0);
+    Ok(received.len() as i64 >= expected)
+}
+
+fn print_waiting(url: &str, exit_after: usize) {
+    println!();
+    println!(
+        "The sample rows make {SAMPLE_DELIVERIES} deliveries; waiting for {} more (--exit-after {exit_after}).",
+        exit_after - SAMPLE_DELIVERIES
+    );
+    println!("Write to public.orders to make them, e.g.:");
+    println!(
+        "  psql '{}' -c \"UPDATE orders SET status = 'refunded' WHERE id = 1\"",
+        describe_url(url)
+    );
+    println!("or press Ctrl-C to stop.");
+    println!();
+}
+
 fn print_invitation(url: &str) {
     println!();
     println!("Every committed change to public.orders now arrives as a signed webhook. Try:");
-    println!("  psql '{url}' -c \"UPDATE orders SET status = 'refunded' WHERE id = 1\"");
+    println!(
+        "  psql '{}' -c \"UPDATE orders SET status = 'refunded' WHERE id = 1\"",
+        describe_url(url)
+    );
     println!("Press Ctrl-C to stop.");
     println!();
 }
@@ -511,6 +718,13 @@ mod tests {
         let delete = json!({"action": "delete", "old_record": {"id": 2}, "record": null});
         assert_eq!(summary(&delete), r#"{"id":2}"#);
         assert_eq!(summary(&json!({"action": "truncate"})), "");
+    }
+
+    #[test]
+    fn demo_slots_are_valid_slot_names() {
+        assert_eq!(demo_slot("app"), "walhook_demo_app");
+        assert_eq!(demo_slot("My-DB"), "walhook_demo_my_db");
+        assert_eq!(demo_slot(&"x".repeat(100)).len(), 63);
     }
 
     #[test]

@@ -168,7 +168,7 @@ impl ThrowawayPostgres {
     /// accepts connections. Blocking: call it from a blocking task.
     pub fn start(binaries: ServerBinaries) -> Result<ThrowawayPostgres, PostgresError> {
         let dir = std::env::temp_dir().join(format!(
-            "walhook-demo-{}-{:08x}",
+            "{DIR_PREFIX}{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
         ));
@@ -331,6 +331,82 @@ impl Drop for ThrowawayPostgres {
     }
 }
 
+/// The prefix of every throwaway directory, followed by the demo's process
+/// id: what a killed demo left is found by it.
+const DIR_PREFIX: &str = "walhook-demo-";
+
+/// Stops the servers and removes the directories that demos killed before
+/// they could clean up left in the temporary directory; returns the
+/// directories removed. A directory whose demo still runs is left alone.
+pub fn remove_leftovers() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = demo_pid(&name.to_string_lossy()) else {
+            continue;
+        };
+        if owner == std::process::id() || process_alive(owner) != Some(false) {
+            continue;
+        }
+        let dir = entry.path();
+        stop_orphaned_server(&dir);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(error) => {
+                warn!(%error, dir = %dir.display(), "could not remove a killed demo's directory")
+            }
+        }
+    }
+    removed
+}
+
+/// The demo process id in a throwaway directory's name.
+fn demo_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(DIR_PREFIX)?;
+    let (pid, suffix) = rest.split_once('-')?;
+    if suffix.len() != 8 || !suffix.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether a process runs; `None` when this system cannot tell (no
+/// `/proc`), so nothing is removed on a guess.
+fn process_alive(pid: u32) -> Option<bool> {
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    Some(Path::new("/proc").join(pid.to_string()).exists())
+}
+
+/// Ends the postmaster of a killed demo (immediate shutdown: its data is
+/// thrown away anyway) and waits for it to exit.
+fn stop_orphaned_server(dir: &Path) {
+    let pid_file = dir.join("data").join("postmaster.pid");
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    if process_alive(pid) != Some(true) {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-QUIT", &pid.to_string()])
+        .output();
+    for _ in 0..100 {
+        if process_alive(pid) != Some(true) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    warn!(pid, dir = %dir.display(), "a killed demo's PostgreSQL did not stop within 10s");
+}
+
 fn free_port() -> Result<u16, PostgresError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(PostgresError::Port)?;
     Ok(listener.local_addr().map_err(PostgresError::Port)?.port())
@@ -371,6 +447,30 @@ mod tests {
         let found = find_in(&[(root.to_str().unwrap_or_default(), "")], None, None);
         let _ = std::fs::remove_dir_all(&root);
         assert_eq!(found.map(|b| b.dir).ok(), Some(root.join("16").join("bin")));
+    }
+
+    #[test]
+    fn leftover_directories_are_recognized_by_name() {
+        assert_eq!(demo_pid("walhook-demo-4242-0badf00d"), Some(4242));
+        assert_eq!(demo_pid("walhook-demo-4242-xyz"), None);
+        assert_eq!(demo_pid("walhook-empty-4242"), None);
+        assert_eq!(demo_pid("walhook-demo-x-0badf00d"), None);
+    }
+
+    #[test]
+    fn a_killed_demos_directory_is_removed_and_a_live_ones_kept() {
+        // No process has an id this large (pid_max is at most 2^22).
+        let dead = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-0badf00d", u32::MAX - 7));
+        let live = std::env::temp_dir().join(format!("{DIR_PREFIX}1-0badf00d"));
+        for dir in [&dead, &live] {
+            std::fs::create_dir_all(dir.join("data")).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let removed = remove_leftovers();
+        let dead_gone = !dead.exists();
+        let live_kept = live.exists();
+        let _ = std::fs::remove_dir_all(&live);
+        assert!(dead_gone && removed.contains(&dead), "{removed:?}");
+        assert!(live_kept, "process 1 runs: its directory stays");
     }
 
     #[test]
