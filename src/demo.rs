@@ -99,6 +99,35 @@ pub async fn run(
     Ok(())
 }
 
+/// `walhook receive`: the demo's receiver on `listen`, checking every
+/// request against `secret` and printing it, until `shutdown` fires.
+pub async fn receive(
+    listen: std::net::SocketAddr,
+    secret: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let receiver = receiver::Receiver::bind_to(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!(
+        "Receiving at http://{}/hooks; each request's signatures are checked (401 when they do not hold).",
+        receiver.addr
+    );
+    let (sink, mut deliveries) = mpsc::unbounded_channel();
+    let server = receiver.serve(secret, sink, shutdown.clone());
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(received) = deliveries.recv() => print_delivery(&received),
+        }
+    }
+    server
+        .await
+        .context("the receiver task failed")?
+        .context("the receiver stopped")?;
+    Ok(())
+}
+
 /// The demo with every option, returning what it saw.
 pub async fn run_with(
     mut config: Config,

@@ -57,6 +57,8 @@ enum Command {
     Completions(CompletionsArgs),
     /// Print the manual page (roff), e.g. walhook man > walhook.1
     Man,
+    /// An HTTP receiver that verifies each request's signatures and prints it (for trying walhook)
+    Receive(ReceiveArgs),
     /// Exit 0 when the admin server at admin.listen answers /healthz with 200 (container health checks)
     Healthcheck(HealthcheckArgs),
 }
@@ -99,6 +101,21 @@ struct DeliveriesArgs {
     /// Keep printing deliveries as they are created or attempted, until Ctrl-C
     #[arg(long, short)]
     follow: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReceiveArgs {
+    /// Address to listen on; requests go to /hooks
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The subscription's secret, as given to walhook.subscribe
+    #[arg(
+        long,
+        env = "RECEIVER_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    secret: String,
 }
 
 #[derive(Debug, Args)]
@@ -149,7 +166,7 @@ impl Command {
                 admin: args.admin.clone(),
                 ..Overrides::default()
             },
-            Command::Completions(_) | Command::Man => Overrides::default(),
+            Command::Completions(_) | Command::Man | Command::Receive(_) => Overrides::default(),
         }
     }
 }
@@ -193,6 +210,27 @@ fn init_logging(default_level: &str) {
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
+    // Commands that read no settings run whatever the configuration holds.
+    match cli.command {
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "walhook",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Man => {
+            return clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page");
+        }
+        Command::Receive(args) => {
+            return walhook::demo::receive(args.listen, args.secret, shutdown_on_signals()).await;
+        }
+        _ => {}
+    }
     config::check_env(std::env::vars().map(|(name, _)| name))?;
     let config = Config::load(&cli.command.overrides())?;
     match cli.command {
@@ -222,18 +260,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Completions(args) => {
-            clap_complete::generate(
-                args.shell,
-                &mut Cli::command(),
-                "walhook",
-                &mut std::io::stdout(),
-            );
-            Ok(())
-        }
-        Command::Man => clap_mangen::Man::new(Cli::command())
-            .render(&mut std::io::stdout())
-            .context("writing the manual page"),
+        Command::Completions(_) | Command::Man | Command::Receive(_) => Ok(()),
         Command::Healthcheck(_) => walhook::healthcheck::probe(config.admin.listen).await,
     }
 }

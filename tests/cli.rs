@@ -257,6 +257,7 @@ fn each_subcommand_shows_only_its_own_flags() {
         ),
         ("completions", vec![]),
         ("man", vec![]),
+        ("receive", vec!["--listen", "--secret"]),
         (
             "healthcheck",
             vec!["--config", "--admin-listen", "--admin-token"],
@@ -284,6 +285,7 @@ fn every_subcommand_says_what_it_does() {
         "deliveries",
         "completions",
         "man",
+        "receive",
         "healthcheck",
     ] {
         let line = top
@@ -432,4 +434,42 @@ async fn flags_override_env_and_env_overrides_the_file() {
         slot_chosen_by(&db, &file, Some(&env), Some(&flag)).await,
         vec![flag]
     );
+}
+
+#[tokio::test]
+async fn healthcheck_asks_the_relays_admin_server() {
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let (ok, text) = output(walhook().args(["healthcheck", "--admin-listen", &listen]));
+    assert!(!ok, "nothing listens yet: {text}");
+    assert!(text.contains("walhook run"), "{text}");
+    let _relay = Stopped(
+        walhook()
+            .args(["run", "--mode", "trigger", "--admin-listen", &listen])
+            .env("DATABASE_URL", &db.url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("walhook run starts"),
+    );
+    let mut last = String::new();
+    for _ in 0..100 {
+        // As in the image: the variable, the address the relay listens on.
+        let (ok, text) = output(
+            walhook()
+                .arg("healthcheck")
+                .env("WALHOOK_ADMIN_LISTEN", &listen),
+        );
+        if ok {
+            assert!(text.contains("/healthz"), "{text}");
+            return;
+        }
+        last = text;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("walhook healthcheck never succeeded: {last}");
 }
