@@ -542,7 +542,10 @@ async fn create_sample_table(client: &Client, own_database: bool) -> anyhow::Res
 }
 
 /// In replication mode changes are captured from the moment the relay's
-/// slot exists: wait for it, so the sample rows are not written before.
+/// slot is consistent: wait for it, so the sample rows are not written
+/// before. A slot being created is listed already, without a confirmed
+/// position, while it waits for the transactions running in the whole
+/// cluster (another demo's, say) to end.
 async fn wait_until_capturing(
     client: &Client,
     config: &Config,
@@ -555,7 +558,9 @@ async fn wait_until_capturing(
     loop {
         let exists: bool = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database())",
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots
+                                WHERE slot_name = $1 AND database = current_database()
+                                  AND confirmed_flush_lsn IS NOT NULL)",
                 &[&config.capture.slot],
             )
             .await?
