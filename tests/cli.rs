@@ -473,3 +473,58 @@ async fn healthcheck_asks_the_relays_admin_server() {
     }
     panic!("walhook healthcheck never succeeded: {last}");
 }
+
+/// A connection the server ends is logged with the server's reason, not
+/// only the driver's "db error".
+#[tokio::test]
+async fn a_connection_ended_by_the_server_is_logged_with_its_cause() {
+    let db = TestDb::new().await;
+    let log = std::env::temp_dir().join(format!("walhook-cli-ended-{}.log", db.name));
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut relay = Stopped(
+        walhook()
+            .args(["run", "--mode", "trigger", "--admin-listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", &db.url)
+            .env("WALHOOK_LOG", "walhook=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("walhook run starts"),
+    );
+    let client = db.client().await;
+    wait_for_count(
+        &client,
+        "SELECT least(count(*), 3) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        3,
+        Duration::from_secs(20),
+    )
+    .await;
+    client
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        .expect("terminate the relay's connections");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = relay.0.kill();
+    let _ = relay.0.wait();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let ended: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("database connection ended"))
+        .collect();
+    assert!(
+        ended
+            .iter()
+            .any(|line| line.contains("terminating connection due to administrator command")),
+        "the server's reason is logged:\n{text}"
+    );
+    for line in ended {
+        assert!(
+            !line.trim_end().ends_with("error=db error"),
+            "an error without its cause: {line}"
+        );
+    }
+}
