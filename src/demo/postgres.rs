@@ -266,22 +266,31 @@ impl ThrowawayPostgres {
         &self.dir
     }
 
-    /// Stops the server (fast shutdown) and removes its directory; safe to
-    /// call twice. Blocking.
+    /// Stops the server and removes its directory; safe to call twice.
+    /// Blocking. Connections still closing (a stopped relay's) get a few
+    /// seconds to end on their own (smart shutdown), so none is cut off
+    /// and logs an error; then whatever remains is ended (fast shutdown).
     pub fn stop(&mut self) {
         if self.running {
             self.running = false;
             let data = self.dir.join("data");
-            let args = [
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-m".as_ref(),
-                "fast".as_ref(),
-                "-w".as_ref(),
-                "stop".as_ref(),
-            ];
-            if let Err(error) = self.run("pg_ctl", &args) {
-                warn!(%error, "could not stop the throwaway postgres");
+            let stop = |mode: &str, seconds: &str| {
+                let args = [
+                    "-D".as_ref(),
+                    data.as_os_str(),
+                    "-m".as_ref(),
+                    mode.as_ref(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    seconds.as_ref(),
+                    "stop".as_ref(),
+                ];
+                self.run("pg_ctl", &args)
+            };
+            if stop("smart", "3").is_err() {
+                if let Err(error) = stop("fast", "60") {
+                    warn!(%error, "could not stop the throwaway postgres");
+                }
             }
         }
         if self.dir.exists() {
