@@ -105,11 +105,13 @@ async fn redeliver_continues_a_waiting_delivery_and_restarts_a_finished_one() {
         ids.windows(2).all(|w| w[0] == w[1]),
         "same webhook-id: {ids:?}"
     );
-    let recorded: i64 = client
-        .query_one("SELECT count(*) FROM walhook.attempts", &[])
-        .await
-        .expect("attempts")
-        .get(0);
+    let recorded = common::wait_for_count(
+        &client,
+        "SELECT count(*) FROM walhook.attempts",
+        4,
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(recorded, 4, "earlier attempts stay recorded");
     relay.stop().await;
 }
