@@ -383,12 +383,20 @@ fn demo_pid(name: &str) -> Option<u32> {
 }
 
 /// Whether a process runs; `None` when this system cannot tell (no
-/// `/proc`), so nothing is removed on a guess.
+/// `/proc`), so nothing is removed on a guess. A zombie (killed, not yet
+/// reaped by its parent) does not run.
 fn process_alive(pid: u32) -> Option<bool> {
     if !Path::new("/proc/self").exists() {
         return None;
     }
-    Some(Path::new("/proc").join(pid.to_string()).exists())
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Some(false);
+    };
+    // `pid (command) state ...`: the command may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    Some(state != Some("Z") && state != Some("X"))
 }
 
 /// Ends the postmaster of a killed demo (immediate shutdown: its data is
@@ -480,6 +488,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&live);
         assert!(dead_gone && removed.contains(&dead), "{removed:?}");
         assert!(live_kept, "process 1 runs: its directory stays");
+    }
+
+    #[test]
+    fn this_process_runs() {
+        assert_eq!(process_alive(std::process::id()), Some(true));
+        assert_eq!(process_alive(u32::MAX - 7), Some(false));
     }
 
     #[test]
