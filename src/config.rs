@@ -1,6 +1,14 @@
 //! Settings: `config/walhook.toml`, overridden by `WALHOOK_*` environment
 //! variables and command-line flags (flags win). An unknown key or a bad
 //! value stops start-up with a message that names it.
+//!
+//! Adding a setting: a field in its section struct (`FileCapture`,
+//! `FileDelivery`, `FileAdmin`), with `#[arg(id = "<section.key>", long,
+//! env)]` when it also has a flag and a variable (else `#[arg(skip)]`); its
+//! field in [`Config`] with the default; its line in `apply_file`; and its
+//! documented line in `config/walhook.toml`. The flag appears on every
+//! command that takes that section, the variable is known to `check_env`,
+//! and the tests check the example file documents it.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -653,6 +661,35 @@ mod tests {
         assert_eq!(
             config.delivery.retry_schedule.0,
             vec![Duration::ZERO, Duration::from_secs(1)]
+        );
+    }
+
+    #[test]
+    fn the_admin_token_is_never_printed() {
+        let config = parse("[admin]\ntoken = \"hunter2-token\"\n").unwrap_or_default();
+        assert_eq!(
+            config.admin.token.as_ref().map(Secret::expose),
+            Some("hunter2-token")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_bad_override_is_named_by_its_flag_and_variable() {
+        let overrides = Overrides {
+            capture: FileCapture {
+                slot: Some("Bad-Slot".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = Config::load(&overrides)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--slot / WALHOOK_SLOT: 'Bad-Slot'"),
+            "{err}"
         );
     }
 
