@@ -1,6 +1,14 @@
 //! Settings: `config/walhook.toml`, overridden by `WALHOOK_*` environment
 //! variables and command-line flags (flags win). An unknown key or a bad
 //! value stops start-up with a message that names it.
+//!
+//! Adding a setting: a field in its section struct (`FileCapture`,
+//! `FileDelivery`, `FileAdmin`), with `#[arg(id = "<section.key>", long,
+//! env)]` when it also has a flag and a variable (else `#[arg(skip)]`); its
+//! field in [`Config`] with the default; its line in `apply_file`; and its
+//! documented line in `config/walhook.toml`. The flag appears on every
+//! command that takes that section, the variable is known to `check_env`,
+//! and the tests check the example file documents it.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,17 +22,9 @@ use thiserror::Error;
 /// The configuration file read when none is named.
 pub const DEFAULT_CONFIG_PATH: &str = "config/walhook.toml";
 
-/// Environment variables walhook reads; any other `WALHOOK_*` is a typo.
-pub const KNOWN_ENV: &[&str] = &[
-    "WALHOOK_CONFIG",
-    "WALHOOK_MODE",
-    "WALHOOK_ALLOW_PRIVATE_TARGETS",
-    "WALHOOK_RETRY_SCHEDULE",
-    "WALHOOK_DELIVERY_TIMEOUT",
-    "WALHOOK_ADMIN_LISTEN",
-    "WALHOOK_ADMIN_TOKEN",
-    "WALHOOK_LOG",
-];
+/// Environment variables walhook reads beside the settings' own (see
+/// [`known_env`]): the log filter.
+pub const OTHER_ENV: &[&str] = &["WALHOOK_LOG"];
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -187,9 +187,24 @@ pub struct DeliveryConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// Signs a browser in to the console and authorizes `/metrics`;
-    /// required when `listen` is not a loopback address.
-    pub token: Option<String>,
+    /// What the admin server asks for when it listens beyond loopback.
+    pub token: Option<Secret>,
+}
+
+/// A value that is never printed: `Debug` shows it masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl Default for Config {
@@ -227,19 +242,9 @@ impl Default for Config {
     }
 }
 
-/// Values from the environment and the command line; `None` leaves the
-/// file's value (or the default) in place.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub config_path: Option<PathBuf>,
-    pub database_url: Option<String>,
-    pub mode: Option<String>,
-    pub allow_private_targets: Option<bool>,
-    pub retry_schedule: Option<String>,
-    pub delivery_timeout: Option<String>,
-    pub admin_listen: Option<String>,
-    pub admin_token: Option<String>,
-}
+mod overrides;
+
+pub use overrides::{known_env, overridable_settings, ConnectionOverrides, Overrides};
 
 /// The file's shape: every key documented in `config/walhook.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -254,45 +259,105 @@ struct FileConfig {
     admin: FileAdmin,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The `[capture]` section; its flags are those of `run`, `migrate` and `demo`.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-struct FileCapture {
-    mode: Option<String>,
-    batch_size: Option<usize>,
-    batch_timeout: Option<String>,
-    poll_interval: Option<String>,
-    slot: Option<String>,
-    publication: Option<String>,
+pub struct FileCapture {
+    /// Capture mode: replication or trigger (file key capture.mode)
+    #[arg(
+        id = "capture.mode",
+        long = "mode",
+        env = "WALHOOK_MODE",
+        value_name = "MODE"
+    )]
+    pub mode: Option<String>,
+    #[arg(skip)]
+    pub batch_size: Option<usize>,
+    #[arg(skip)]
+    pub batch_timeout: Option<String>,
+    #[arg(skip)]
+    pub poll_interval: Option<String>,
+    /// Logical replication slot, one per database of a server (file key capture.slot)
+    #[arg(
+        id = "capture.slot",
+        long = "slot",
+        env = "WALHOOK_SLOT",
+        value_name = "NAME"
+    )]
+    pub slot: Option<String>,
+    #[arg(skip)]
+    pub publication: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The `[delivery]` section.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-struct FileDelivery {
-    allow_private_targets: Option<bool>,
-    retry_schedule: Option<String>,
-    timeout: Option<String>,
-    connect_timeout: Option<String>,
-    max_in_flight: Option<usize>,
-    max_in_flight_per_subscription: Option<usize>,
-    claim_batch: Option<i64>,
-    lease: Option<String>,
-    disable_after: Option<String>,
-    retention: Option<String>,
-    dead_retention: Option<String>,
+pub struct FileDelivery {
+    /// Allow targets in private and loopback networks (file key delivery.allow_private_targets)
+    #[arg(id = "delivery.allow_private_targets", long = "allow-private-targets", env = "WALHOOK_ALLOW_PRIVATE_TARGETS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_private_targets: Option<bool>,
+    /// Delays before each attempt, e.g. 0s,5s,5m,30m (file key delivery.retry_schedule)
+    #[arg(
+        id = "delivery.retry_schedule",
+        long = "retry-schedule",
+        env = "WALHOOK_RETRY_SCHEDULE",
+        value_name = "DELAYS"
+    )]
+    pub retry_schedule: Option<String>,
+    /// Time limit of one delivery request, e.g. 10s (file key delivery.timeout)
+    #[arg(
+        id = "delivery.timeout",
+        long = "delivery-timeout",
+        env = "WALHOOK_DELIVERY_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub timeout: Option<String>,
+    #[arg(skip)]
+    pub connect_timeout: Option<String>,
+    #[arg(skip)]
+    pub max_in_flight: Option<usize>,
+    #[arg(skip)]
+    pub max_in_flight_per_subscription: Option<usize>,
+    #[arg(skip)]
+    pub claim_batch: Option<i64>,
+    #[arg(skip)]
+    pub lease: Option<String>,
+    #[arg(skip)]
+    pub disable_after: Option<String>,
+    #[arg(skip)]
+    pub retention: Option<String>,
+    #[arg(skip)]
+    pub dead_retention: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The `[admin]` section.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
-struct FileAdmin {
-    listen: Option<String>,
-    token: Option<String>,
+pub struct FileAdmin {
+    /// Address of the admin server: /healthz, /metrics, the console (file key admin.listen)
+    #[arg(
+        id = "admin.listen",
+        long = "admin-listen",
+        env = "WALHOOK_ADMIN_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub listen: Option<String>,
+    /// Token the admin server asks for off loopback (file key admin.token)
+    #[arg(
+        id = "admin.token",
+        long = "admin-token",
+        env = "WALHOOK_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 impl Config {
     /// Reads the file (the named one, or `config/walhook.toml` when it
     /// exists), then applies the overrides.
     pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
-        let file = match &overrides.config_path {
+        let file = match &overrides.connection.config {
             Some(path) => read_file(path)?,
             None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
                 read_file(Path::new(DEFAULT_CONFIG_PATH))?
@@ -302,6 +367,7 @@ impl Config {
         let mut config = Config::default();
         config.apply_file(file)?;
         config.apply_overrides(overrides)?;
+        config.check()?;
         Ok(config)
     }
 
@@ -309,6 +375,7 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         config.apply_file(parse_file(text, path)?)?;
+        config.check()?;
         Ok(config)
     }
 
@@ -393,41 +460,31 @@ impl Config {
             self.admin.listen = parse_listen(&listen, "admin.listen")?;
         }
         if let Some(token) = file.admin.token {
-            self.admin.token = Some(admin_token(token, "admin.token")?);
+            self.admin.token = Some(Secret(admin_token(token, "admin.token")?));
         }
         Ok(())
     }
 
+    /// Applies flags and environment variables as a file of their own;
+    /// a bad value is named by its flag and variable.
     fn apply_overrides(&mut self, o: &Overrides) -> Result<(), ConfigError> {
-        if let Some(url) = &o.database_url {
-            self.database_url = Some(url.clone());
-        }
-        if let Some(mode) = &o.mode {
-            self.capture.mode = mode
-                .parse()
-                .map_err(|e| invalid("--mode / WALHOOK_MODE", e))?;
-        }
-        if let Some(allow) = o.allow_private_targets {
-            self.delivery.allow_private_targets = allow;
-        }
-        if let Some(schedule) = &o.retry_schedule {
-            self.delivery.retry_schedule = schedule
-                .parse()
-                .map_err(|e| invalid("--retry-schedule / WALHOOK_RETRY_SCHEDULE", e))?;
-        }
-        if let Some(timeout) = &o.delivery_timeout {
-            self.delivery.timeout = parse_duration(timeout)
-                .map_err(|e| invalid("--delivery-timeout / WALHOOK_DELIVERY_TIMEOUT", e))?;
-        }
-        if let Some(listen) = &o.admin_listen {
-            self.admin.listen = parse_listen(listen, "--admin-listen / WALHOOK_ADMIN_LISTEN")?;
-        }
-        if let Some(token) = &o.admin_token {
-            self.admin.token = Some(admin_token(
-                token.clone(),
-                "--admin-token / WALHOOK_ADMIN_TOKEN",
-            )?);
-        }
+        let as_file = FileConfig {
+            database_url: o.connection.database_url.clone(),
+            capture: o.capture.clone(),
+            delivery: o.delivery.clone(),
+            admin: o.admin.clone(),
+        };
+        self.apply_file(as_file).map_err(|error| match error {
+            ConfigError::Invalid { setting, message } => ConfigError::Invalid {
+                setting: overrides::label(&setting),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Rules across settings, checked once everything is applied.
+    fn check(&self) -> Result<(), ConfigError> {
         if self.delivery.timeout.is_zero() {
             return Err(invalid("delivery.timeout", "must be more than 0s"));
         }
@@ -448,11 +505,12 @@ impl Config {
 /// Refuses `WALHOOK_*` variables walhook does not read, so a typo is not
 /// silently ignored.
 pub fn check_env<I: IntoIterator<Item = String>>(names: I) -> Result<(), ConfigError> {
+    let known = known_env();
     for name in names {
-        if name.starts_with("WALHOOK_") && !KNOWN_ENV.contains(&name.as_str()) {
+        if name.starts_with("WALHOOK_") && !known.contains(&name) {
             return Err(ConfigError::UnknownEnv {
                 name,
-                known: KNOWN_ENV.join(", "),
+                known: known.join(", "),
             });
         }
     }
@@ -592,8 +650,14 @@ mod tests {
     fn overrides_win_over_the_file() {
         let mut config = parse("[capture]\nmode = \"replication\"\n").unwrap_or_default();
         let overrides = Overrides {
-            mode: Some("trigger".into()),
-            retry_schedule: Some("0s,1s".into()),
+            capture: FileCapture {
+                mode: Some("trigger".into()),
+                ..Default::default()
+            },
+            delivery: FileDelivery {
+                retry_schedule: Some("0s,1s".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         config
@@ -604,6 +668,35 @@ mod tests {
         assert_eq!(
             config.delivery.retry_schedule.0,
             vec![Duration::ZERO, Duration::from_secs(1)]
+        );
+    }
+
+    #[test]
+    fn the_admin_token_is_never_printed() {
+        let config = parse("[admin]\ntoken = \"hunter2-token\"\n").unwrap_or_default();
+        assert_eq!(
+            config.admin.token.as_ref().map(Secret::expose),
+            Some("hunter2-token")
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_bad_override_is_named_by_its_flag_and_variable() {
+        let overrides = Overrides {
+            capture: FileCapture {
+                slot: Some("Bad-Slot".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = Config::load(&overrides)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--slot / WALHOOK_SLOT: 'Bad-Slot'"),
+            "{err}"
         );
     }
 

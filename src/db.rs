@@ -577,7 +577,7 @@ where
     tokio::spawn(async move {
         match connection.await {
             Ok(()) => debug!(role, "database connection closed"),
-            Err(error) => warn!(role, %error, "database connection ended"),
+            Err(error) => warn!(role, error = %with_causes(&error), "database connection ended"),
         }
     });
     Ok(client)
@@ -630,7 +630,7 @@ where
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    warn!(role, %error, "database connection ended");
+                    warn!(role, error = %with_causes(&error), "database connection ended");
                     return;
                 }
             }

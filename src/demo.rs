@@ -6,6 +6,7 @@
 //! Ctrl-C (or, for scripted runs, a number of verified deliveries). The
 //! throwaway server and its directory are removed on every way out.
 
+mod cleanup;
 mod postgres;
 mod receiver;
 
@@ -20,11 +21,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use postgres::{
-    find_server_binaries, PostgresError, ServerBinaries, ThrowawayPostgres, INSTALL_HINT,
+    find_server_binaries, remove_leftovers, PostgresError, ServerBinaries, ThrowawayPostgres,
+    INSTALL_HINT,
 };
 pub use receiver::{verify_hub_signature, verify_request, Received, VerifyError};
 
 use crate::config::{CaptureMode, Config, RetrySchedule};
+use cleanup::{demo_slot, remove_what_the_demo_created, Existing};
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
@@ -65,6 +68,11 @@ impl DemoReport {
 /// The comment that marks `public.orders` as the demo's own table.
 const TABLE_MARK: &str = "walhook demo: sample orders";
 
+const ORDERS_TAKEN: &str =
+    "public.orders already exists in this database and is not the demo's table; \
+     the demo would write sample rows into it. Run the demo against an empty database, \
+     or without DATABASE_URL for a throwaway one";
+
 /// How many deliveries the sample writes produce.
 pub const SAMPLE_DELIVERIES: usize = 6;
 
@@ -93,6 +101,35 @@ pub async fn run(
     Ok(())
 }
 
+/// `walhook receive`: the demo's receiver on `listen`, checking every
+/// request against `secret` and printing it, until `shutdown` fires.
+pub async fn receive(
+    listen: std::net::SocketAddr,
+    secret: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let receiver = receiver::Receiver::bind_to(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!(
+        "Receiving at http://{}/hooks; each request's signatures are checked (401 when they do not hold).",
+        receiver.addr
+    );
+    let (sink, mut deliveries) = mpsc::unbounded_channel();
+    let server = receiver.serve(secret, sink, shutdown.clone());
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(received) = deliveries.recv() => print_delivery(&received),
+        }
+    }
+    server
+        .await
+        .context("the receiver task failed")?
+        .context("the receiver stopped")?;
+    Ok(())
+}
+
 /// The demo with every option, returning what it saw.
 pub async fn run_with(
     mut config: Config,
@@ -108,6 +145,15 @@ pub async fn run_with(
         }
         None => {
             let binaries = find_server_binaries()?;
+            for dir in tokio::task::spawn_blocking(remove_leftovers)
+                .await
+                .unwrap_or_default()
+            {
+                println!(
+                    "Removed {}, left by a demo that was killed before it could clean up.",
+                    dir.display()
+                );
+            }
             println!(
                 "Starting a throwaway PostgreSQL from {} ...",
                 binaries.dir.display()
@@ -151,6 +197,15 @@ async fn demo(
     report: &mut DemoReport,
 ) -> anyhow::Result<()> {
     let mut client = crate::db::connect(url, "demo").await?;
+    let mut before = Existing::read(&client, config).await?;
+    if before.table && !own_database {
+        anyhow::bail!(ORDERS_TAKEN);
+    }
+    if !own_database && config.capture.slot == Config::default().capture.slot {
+        // A slot name is cluster-wide: the demo's own, per database, leaves
+        // a relay's slot alone and lets demos run in two databases.
+        config.capture.slot = demo_slot(&before.database);
+    }
     crate::migrate::migrate(&mut client).await?;
     let mode = usable_mode(&client, config.capture.mode).await?;
     config.capture.mode = mode;
@@ -171,6 +226,12 @@ async fn demo(
     report.mode = Some(mode);
 
     create_sample_table(&client, own_database).await?;
+    before.mode = Some(
+        client
+            .query_one("SELECT walhook.capture_mode()", &[])
+            .await?
+            .get(0),
+    );
     client
         .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
         .await?;
@@ -198,7 +259,7 @@ async fn demo(
         .get(0);
 
     println!();
-    println!("  database      {url}");
+    println!("  database      {}", describe_url(url));
     println!("  table         public.orders, watched ({mode} capture)");
     println!("  receiver      {hook_url}, subscribed to orders.* (subscription {subscription})");
     println!("  secret        {secret}");
@@ -218,6 +279,7 @@ async fn demo(
         &client,
         config,
         url,
+        subscription,
         options,
         shutdown,
         &mut relay,
@@ -238,12 +300,13 @@ async fn demo(
     stop_receiver.cancel();
     let _ = receiver_task.await;
     if !own_database {
-        // Leave no subscription behind that points at a receiver now gone.
-        if let Err(error) = client
-            .execute("SELECT walhook.unsubscribe($1)", &[&subscription])
-            .await
+        if let Err(error) =
+            remove_what_the_demo_created(&client, config, subscription, &before).await
         {
-            warn!(%error, subscription, "could not remove the demo subscription");
+            warn!(
+                error = format!("{error:#}"),
+                "could not remove everything the demo created"
+            );
         }
     }
     result
@@ -265,6 +328,7 @@ async fn watch_deliveries(
     client: &Client,
     config: &Config,
     url: &str,
+    subscription: i64,
     options: &DemoOptions,
     shutdown: &CancellationToken,
     relay: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -278,8 +342,11 @@ async fn watch_deliveries(
     tokio::pin!(writer);
     let mut writing = true;
     loop {
-        if options.exit_after.is_some_and(|n| report.verified() >= n) {
-            return Ok(());
+        if let Some(n) = options.exit_after {
+            if report.verified() >= n && transactions_complete(client, subscription, report).await?
+            {
+                return Ok(());
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -293,8 +360,10 @@ async fn watch_deliveries(
             result = &mut writer, if writing => {
                 writing = false;
                 result?;
-                if options.exit_after.is_none() {
-                    print_invitation(url);
+                match options.exit_after {
+                    None => print_invitation(url),
+                    Some(n) if n > SAMPLE_DELIVERIES => print_waiting(url, n),
+                    Some(_) => {}
                 }
             }
             Some(received) = deliveries.recv() => {
@@ -344,11 +413,7 @@ async fn create_sample_table(client: &Client, own_database: bool) -> anyhow::Res
         .map(|row| row.get(0));
     if let Some(comment) = existing {
         if !own_database && comment.as_deref() != Some(TABLE_MARK) {
-            anyhow::bail!(
-                "public.orders already exists in this database and is not the demo's table; \
-                 the demo would write sample rows into it. Run the demo against an empty database, \
-                 or without DATABASE_URL for a throwaway one"
-            );
+            anyhow::bail!(ORDERS_TAKEN);
         }
     }
     client
@@ -367,7 +432,10 @@ async fn create_sample_table(client: &Client, own_database: bool) -> anyhow::Res
 }
 
 /// In replication mode changes are captured from the moment the relay's
-/// slot exists: wait for it, so the sample rows are not written before.
+/// slot is consistent: wait for it, so the sample rows are not written
+/// before. A slot being created is listed already, without a confirmed
+/// position, while it waits for the transactions running in the whole
+/// cluster (another demo's, say) to end.
 async fn wait_until_capturing(
     client: &Client,
     config: &Config,
@@ -380,7 +448,9 @@ async fn wait_until_capturing(
     loop {
         let exists: bool = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database())",
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots
+                                WHERE slot_name = $1 AND database = current_database()
+                                  AND confirmed_flush_lsn IS NOT NULL)",
                 &[&config.capture.slot],
             )
             .await?
@@ -450,10 +520,57 @@ async fn pause(pace: Duration, shutdown: &CancellationToken) {
     }
 }
 
+/// `--exit-after` counts deliveries in whole transactions: it stops only
+/// once every delivery of each transaction it received one of has arrived
+/// (deliveries of different rows arrive in any order).
+async fn transactions_complete(
+    client: &Client,
+    subscription: i64,
+    report: &DemoReport,
+) -> anyhow::Result<bool> {
+    let verified: Vec<&Received> = report.received.iter().filter(|r| r.verified()).collect();
+    let mut txids: Vec<String> = verified
+        .iter()
+        .filter_map(|r| r.event.get("txid").map(Value::to_string))
+        .collect();
+    txids.sort();
+    txids.dedup();
+    let received: std::collections::HashSet<&str> =
+        verified.iter().map(|r| r.event_id.as_str()).collect();
+    let expected: i64 = client
+        .query_one(
+            "SELECT count(DISTINCT e.id) FROM walhook.deliveries d JOIN walhook.events e ON e.id = d.event_id
+             WHERE d.subscription_id = $1 AND e.payload->>'txid' = ANY($2)",
+            &[&subscription, &txids],
+        )
+        .await
+        .context("counting the deliveries of the transactions received")?
+        .get(0);
+    Ok(received.len() as i64 >= expected)
+}
+
+fn print_waiting(url: &str, exit_after: usize) {
+    println!();
+    println!(
+        "The sample rows make {SAMPLE_DELIVERIES} deliveries; waiting for {} more (--exit-after {exit_after}).",
+        exit_after - SAMPLE_DELIVERIES
+    );
+    println!("Write to public.orders to make them, e.g.:");
+    println!(
+        "  psql '{}' -c \"UPDATE orders SET status = 'refunded' WHERE id = 1\"",
+        describe_url(url)
+    );
+    println!("or press Ctrl-C to stop.");
+    println!();
+}
+
 fn print_invitation(url: &str) {
     println!();
     println!("Every committed change to public.orders now arrives as a signed webhook. Try:");
-    println!("  psql '{url}' -c \"UPDATE orders SET status = 'refunded' WHERE id = 1\"");
+    println!(
+        "  psql '{}' -c \"UPDATE orders SET status = 'refunded' WHERE id = 1\"",
+        describe_url(url)
+    );
     println!("Press Ctrl-C to stop.");
     println!();
 }

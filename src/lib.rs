@@ -14,6 +14,8 @@ pub mod db;
 pub mod deliver;
 pub mod demo;
 pub mod event_type;
+pub mod healthcheck;
+pub mod inspect;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;

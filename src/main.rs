@@ -1,102 +1,172 @@
-//! The `walhook` command line: migrate, run, demo, status.
+//! The `walhook` command line: one subcommand per job, each with only the
+//! flags it reads; the settings' flags are declared in [`walhook::config`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use walhook::config::{self, Config, Overrides};
+use walhook::config::{self, Config, ConnectionOverrides, FileAdmin, FileCapture, Overrides};
 
 /// Committed Postgres row changes as signed webhook deliveries.
 #[derive(Debug, Parser)]
-#[command(name = "walhook", version, about)]
+#[command(name = "walhook", version, about, propagate_version = true)]
 struct Cli {
-    #[command(flatten)]
-    settings: Settings,
     #[command(subcommand)]
     command: Command,
 }
 
-/// Settings shared by every command; each overrides its key in the file.
-#[derive(Debug, Args)]
-struct Settings {
-    /// Configuration file [default: config/walhook.toml when it exists]
-    #[arg(long, global = true, env = "WALHOOK_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Postgres connection URL (file key database_url)
-    #[arg(
-        long,
-        global = true,
-        env = "DATABASE_URL",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    database_url: Option<String>,
-    /// Capture mode: replication or trigger (capture.mode)
-    #[arg(long, global = true, env = "WALHOOK_MODE", value_name = "MODE")]
-    mode: Option<String>,
-    /// Allow targets in private and loopback networks (delivery.allow_private_targets)
-    #[arg(long, global = true, env = "WALHOOK_ALLOW_PRIVATE_TARGETS", value_name = "BOOL",
-          num_args = 0..=1, default_missing_value = "true",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    allow_private_targets: Option<bool>,
-    /// Delays before each attempt, e.g. 0s,5s,5m,30m (delivery.retry_schedule)
-    #[arg(
-        long,
-        global = true,
-        env = "WALHOOK_RETRY_SCHEDULE",
-        value_name = "DELAYS"
-    )]
-    retry_schedule: Option<String>,
-    /// Time limit of one delivery request, e.g. 10s (delivery.timeout)
-    #[arg(
-        long,
-        global = true,
-        env = "WALHOOK_DELIVERY_TIMEOUT",
-        value_name = "DURATION"
-    )]
-    delivery_timeout: Option<String>,
-    /// Address of the console, /healthz and /metrics (admin.listen)
-    #[arg(long, global = true, env = "WALHOOK_ADMIN_LISTEN", value_name = "ADDR")]
-    admin_listen: Option<String>,
-    /// Token of the console and /metrics; required off loopback (admin.token)
-    #[arg(long, global = true, env = "WALHOOK_ADMIN_TOKEN", value_name = "TOKEN")]
-    admin_token: Option<String>,
-}
-
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply the embedded SQL migrations and set up capture in the configured mode (safe to repeat)
-    Migrate,
+    /// Apply the embedded SQL migrations and set up capture (safe to repeat)
+    #[command(
+        long_about = "Apply the embedded SQL migrations (versioned, checksummed, safe to \
+                      repeat) and set up capture in the configured mode: the replication \
+                      slot and publication, or the capture triggers. Every change committed \
+                      after migrate and walhook.watch() have returned is captured."
+    )]
+    Migrate(MigrateArgs),
     /// Capture, route and deliver until SIGINT/SIGTERM, then drain and exit
-    Run,
+    #[command(
+        long_about = "Capture committed changes of the watched tables, turn them into events \
+                      and deliveries for the matching subscriptions, and POST them with \
+                      retries. Serves /healthz and /metrics on the admin address. Runs until \
+                      SIGINT or SIGTERM, then finishes what is in flight and exits; a second \
+                      signal exits at once. Several relays may run against one database."
+    )]
+    Run(RunArgs),
     /// Zero-setup demo: a throwaway Postgres, a sample table and a receiver
+    #[command(
+        long_about = "Zero-setup demo. Uses the configured database, or starts a throwaway \
+                      PostgreSQL from the installed server programs; creates and watches a \
+                      sample table, subscribes a built-in receiver that verifies every \
+                      signature, runs the relay and prints each delivery as it arrives. \
+                      Everything it created is removed when it stops."
+    )]
     Demo(DemoArgs),
     /// Outbox depth by state, capture lag, failing subscriptions
-    Status,
+    Status(ConnectionArgs),
+    /// Subscriptions with their health (never their secrets)
+    Subscriptions(ConnectionArgs),
+    /// Recent deliveries with their last attempt, optionally following new ones
+    Deliveries(DeliveriesArgs),
+    /// Print a shell completion script, e.g. walhook completions bash > /etc/bash_completion.d/walhook
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. walhook man > walhook.1
+    Man,
+    /// An HTTP receiver that verifies each request's signatures and prints it (for trying walhook)
+    Receive(ReceiveArgs),
+    /// Exit 0 when the admin server at admin.listen answers /healthz with 200 (container health checks)
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConnectionArgs {
+    #[command(flatten)]
+    connection: ConnectionOverrides,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    connection: ConnectionOverrides,
+    #[command(flatten)]
+    capture: FileCapture,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    settings: Overrides,
 }
 
 #[derive(Debug, Args)]
 struct DemoArgs {
-    /// Stop after this many verified deliveries (for scripted runs)
+    #[command(flatten)]
+    settings: Overrides,
+    /// Stop after this many whole transactions' deliveries were verified (for scripted runs)
     #[arg(long, value_name = "N")]
     exit_after: Option<usize>,
 }
 
-impl Settings {
+#[derive(Debug, Args)]
+struct DeliveriesArgs {
+    #[command(flatten)]
+    connection: ConnectionOverrides,
+    #[command(flatten)]
+    filter: walhook::inspect::DeliveryFilter,
+    /// Keep printing deliveries as they are created or attempted, until Ctrl-C
+    #[arg(long, short)]
+    follow: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReceiveArgs {
+    /// Address to listen on; requests go to /hooks
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// The subscription's secret, as given to walhook.subscribe
+    #[arg(
+        long,
+        env = "RECEIVER_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    secret: String,
+}
+
+#[derive(Debug, Args)]
+struct CompletionsArgs {
+    /// The shell to write the script for
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+struct HealthcheckArgs {
+    #[command(flatten)]
+    connection: ConfigFileArg,
+    #[command(flatten)]
+    admin: FileAdmin,
+}
+
+/// Only the configuration file, for commands that need no database.
+#[derive(Debug, Args)]
+struct ConfigFileArg {
+    /// Configuration file [default: config/walhook.toml when it exists]
+    #[arg(long, env = "WALHOOK_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl Command {
+    /// The settings this command was given; sections it has no flags for
+    /// come from the file alone.
     fn overrides(&self) -> Overrides {
-        Overrides {
-            config_path: self.config.clone(),
-            database_url: self.database_url.clone(),
-            mode: self.mode.clone(),
-            allow_private_targets: self.allow_private_targets,
-            retry_schedule: self.retry_schedule.clone(),
-            delivery_timeout: self.delivery_timeout.clone(),
-            admin_listen: self.admin_listen.clone(),
-            admin_token: self.admin_token.clone(),
+        let connection = |c: &ConnectionOverrides| Overrides {
+            connection: c.clone(),
+            ..Overrides::default()
+        };
+        match self {
+            Command::Migrate(args) => Overrides {
+                capture: args.capture.clone(),
+                ..connection(&args.connection)
+            },
+            Command::Run(RunArgs { settings }) | Command::Demo(DemoArgs { settings, .. }) => {
+                settings.clone()
+            }
+            Command::Status(args) | Command::Subscriptions(args) => connection(&args.connection),
+            Command::Deliveries(args) => connection(&args.connection),
+            Command::Healthcheck(args) => Overrides {
+                connection: ConnectionOverrides {
+                    config: args.connection.config.clone(),
+                    database_url: None,
+                },
+                admin: args.admin.clone(),
+                ..Overrides::default()
+            },
+            Command::Completions(_) | Command::Man | Command::Receive(_) => Overrides::default(),
         }
     }
 }
@@ -142,11 +212,32 @@ fn init_logging(default_level: &str) {
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
-    config::check_env(std::env::vars().map(|(name, _)| name))?;
-    let config = Config::load(&cli.settings.overrides())?;
+    // Commands that read no settings run whatever the configuration holds.
     match cli.command {
-        Command::Migrate => migrate(&config).await,
-        Command::Run => {
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "walhook",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Command::Man => {
+            return clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the manual page");
+        }
+        Command::Receive(args) => {
+            return walhook::demo::receive(args.listen, args.secret, shutdown_on_signals()).await;
+        }
+        _ => {}
+    }
+    config::check_env(std::env::vars().map(|(name, _)| name))?;
+    let config = Config::load(&cli.command.overrides())?;
+    match cli.command {
+        Command::Migrate(_) => migrate(&config).await,
+        Command::Run(_) => {
             let shutdown = shutdown_on_signals();
             walhook::relay::run(config, shutdown).await
         }
@@ -154,8 +245,38 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             let shutdown = shutdown_on_signals();
             walhook::demo::run(config, shutdown, args.exit_after).await
         }
-        Command::Status => status(&config).await,
+        Command::Status(_) => status(&config).await,
+        Command::Subscriptions(_) => {
+            let client = connect_current(&config, "subscriptions").await?;
+            walhook::inspect::print_subscriptions(&client, &mut std::io::stdout()).await
+        }
+        Command::Deliveries(args) => {
+            let client = connect_current(&config, "deliveries").await?;
+            let shutdown = shutdown_on_signals();
+            let follow = args.follow.then_some(shutdown);
+            walhook::inspect::print_deliveries(
+                &client,
+                &args.filter,
+                follow,
+                &mut std::io::stdout(),
+            )
+            .await
+        }
+        Command::Completions(_) | Command::Man | Command::Receive(_) => Ok(()),
+        Command::Healthcheck(_) => walhook::healthcheck::probe(config.admin.listen).await,
     }
+}
+
+/// A connection for a read-only command, refused when the schema is not
+/// migrated yet.
+async fn connect_current(
+    config: &Config,
+    role: &'static str,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let url = config.require_database_url()?;
+    let client = walhook::db::connect(url, role).await?;
+    walhook::migrate::require_current(&client).await?;
+    Ok(client)
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -5,8 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use clap::Parser;
 use serde_norway::Value;
-use walhook::config::{check_env, Config, Overrides, KNOWN_ENV};
+use walhook::config::{check_env, known_env, Config, Overrides};
 
 const COMPOSE: &str = include_str!("../docker-compose.yml");
 const EXAMPLE_CONFIG: &str = include_str!("../config/walhook.toml");
@@ -67,7 +68,7 @@ fn walhook_gets_only_settings_it_knows() {
     check_env(env.keys().cloned()).unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
     for name in env.keys() {
         assert!(
-            name == "DATABASE_URL" || KNOWN_ENV.contains(&name.as_str()),
+            known_env().contains(name),
             "docker-compose.yml sets {name}, which walhook does not read"
         );
         if name.starts_with("WALHOOK_") && name != "WALHOOK_CONFIG" && name != "WALHOOK_LOG" {
@@ -79,26 +80,40 @@ fn walhook_gets_only_settings_it_knows() {
     }
 }
 
+/// The command line `walhook run` reads, with its flags in place of the
+/// environment variables they stand for.
+#[derive(Parser)]
+struct Run {
+    #[command(flatten)]
+    settings: Overrides,
+}
+
+/// What `walhook run` makes of an environment, through the same flag
+/// definitions it parses its environment with.
+fn overrides_from(env: &BTreeMap<String, String>) -> Overrides {
+    use clap::CommandFactory;
+    let command = Run::command();
+    let mut args = vec!["run".to_owned()];
+    for (name, value) in env {
+        let arg = command
+            .get_arguments()
+            .find(|arg| arg.get_env().is_some_and(|e| e == name.as_str()))
+            .unwrap_or_else(|| panic!("no flag reads {name}"));
+        let long = arg
+            .get_long()
+            .unwrap_or_else(|| panic!("{name} has no flag"));
+        args.push(format!("--{long}={value}"));
+    }
+    Run::try_parse_from(&args)
+        .unwrap_or_else(|e| panic!("docker-compose.yml: {e}"))
+        .settings
+}
+
 #[test]
 fn walhook_settings_parse_with_the_configuration_rules() {
     let compose = compose();
     let env = environment(service(&compose, "walhook"));
-    let overrides = Overrides {
-        config_path: env.get("WALHOOK_CONFIG").map(Into::into),
-        database_url: env.get("DATABASE_URL").cloned(),
-        mode: env.get("WALHOOK_MODE").cloned(),
-        allow_private_targets: env
-            .get("WALHOOK_ALLOW_PRIVATE_TARGETS")
-            .map(|v| match v.as_str() {
-                "true" => true,
-                "false" => false,
-                other => panic!("WALHOOK_ALLOW_PRIVATE_TARGETS={other}: write true or false"),
-            }),
-        retry_schedule: env.get("WALHOOK_RETRY_SCHEDULE").cloned(),
-        delivery_timeout: env.get("WALHOOK_DELIVERY_TIMEOUT").cloned(),
-        admin_listen: env.get("WALHOOK_ADMIN_LISTEN").cloned(),
-        admin_token: env.get("WALHOOK_ADMIN_TOKEN").cloned(),
-    };
+    let overrides = overrides_from(&env);
     let config = Config::load(&overrides).unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
     let url = config
         .require_database_url()
@@ -161,4 +176,207 @@ fn there_is_a_receiver() {
         COMPOSE.contains("http://receiver:"),
         "the example subscription should point at the receiver"
     );
+}
+
+const DOCKERFILE: &str = include_str!("../Dockerfile");
+const CARGO_TOML: &str = include_str!("../Cargo.toml");
+
+/// The Dockerfile's instructions (continuation lines joined), comments out.
+fn instructions() -> Vec<String> {
+    let mut joined = Vec::new();
+    let mut current = String::new();
+    for line in DOCKERFILE.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => current.push_str(part),
+            None => {
+                current.push_str(line);
+                joined.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    joined
+}
+
+/// The instructions of the last stage, the image that ships.
+fn final_stage() -> Vec<String> {
+    let all = instructions();
+    let last_from = all
+        .iter()
+        .rposition(|i| i.starts_with("FROM "))
+        .expect("a FROM");
+    all[last_from..].to_vec()
+}
+
+#[test]
+fn the_dockerfile_builds_dependencies_in_a_cached_layer() {
+    let all = instructions();
+    let position = |predicate: &dyn Fn(&str) -> bool, what: &str| {
+        all.iter()
+            .position(|i| predicate(i))
+            .unwrap_or_else(|| panic!("the Dockerfile has no {what}:\n{DOCKERFILE}"))
+    };
+    let manifests = position(
+        &|i| i.starts_with("COPY Cargo.toml Cargo.lock"),
+        "COPY of the manifests alone",
+    );
+    let dependencies = position(
+        &|i| i.starts_with("RUN") && i.contains("cargo build --release --locked"),
+        "dependency build",
+    );
+    let sources = position(&|i| i == "COPY . .", "COPY of the sources");
+    assert!(
+        manifests < dependencies && dependencies < sources,
+        "dependencies must build before the sources are copied:\n{DOCKERFILE}"
+    );
+    assert!(
+        all[sources..]
+            .iter()
+            .any(|i| i.contains("cargo build --release --locked")),
+        "walhook itself is built after the sources are copied"
+    );
+}
+
+#[test]
+fn the_image_runs_as_a_user_other_than_root() {
+    let user = final_stage()
+        .into_iter()
+        .filter_map(|i| i.strip_prefix("USER ").map(str::trim).map(str::to_owned))
+        .next_back()
+        .unwrap_or_else(|| panic!("the final stage sets no USER:\n{DOCKERFILE}"));
+    let name = user.split(':').next().unwrap_or_default();
+    assert!(
+        name != "root" && name != "0" && !name.is_empty(),
+        "USER {user}"
+    );
+}
+
+#[test]
+fn the_shipped_binary_is_stripped() {
+    let stripped_in_image = instructions()
+        .iter()
+        .any(|i| i.contains("strip ") && i.contains("target/release/walhook"));
+    let release_profile = CARGO_TOML
+        .split("[profile.release]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap_or_default();
+    assert!(
+        stripped_in_image || release_profile.contains("strip"),
+        "neither the Dockerfile nor the release profile strips the binary"
+    );
+    assert!(
+        !release_profile.contains("debug = 1") && !release_profile.contains("debug = true"),
+        "the release profile keeps full debug info:\n{release_profile}"
+    );
+}
+
+#[test]
+fn the_image_checks_its_health_on_healthz() {
+    let stage = final_stage();
+    let check = stage
+        .iter()
+        .find(|i| i.starts_with("HEALTHCHECK"))
+        .unwrap_or_else(|| panic!("no HEALTHCHECK in the final stage:\n{DOCKERFILE}"));
+    // `walhook healthcheck` asks /healthz (tests/cli.rs runs it against a relay).
+    assert!(
+        check.contains("walhook\", \"healthcheck") || check.contains("/healthz"),
+        "{check}"
+    );
+}
+
+#[test]
+fn the_compose_receiver_verifies_signatures() {
+    let compose = compose();
+    let receiver = service(&compose, "receiver");
+    let text = format!(
+        "{} {}",
+        command_text(receiver.get("entrypoint")),
+        command_text(receiver.get("command"))
+    );
+    assert!(
+        text.contains("walhook") && text.contains("receive"),
+        "the receiver is not walhook receive: {text}"
+    );
+    let secret = environment(receiver)
+        .get("RECEIVER_SECRET")
+        .cloned()
+        .expect("the receiver is given the subscription's secret");
+    assert!(
+        COMPOSE.contains(&format!("secret => '{secret}'")),
+        "the example subscription must use the receiver's secret"
+    );
+}
+
+#[test]
+fn the_compose_postgres_bounds_what_a_slot_keeps() {
+    let compose = compose();
+    let command = command_text(service(&compose, "postgres").get("command"));
+    assert!(
+        command.contains("max_slot_wal_keep_size="),
+        "postgres command: {command}"
+    );
+}
+
+/// `walhook receive`, as the compose receiver runs it: a signed request is
+/// accepted, one with a wrong signature refused.
+#[tokio::test]
+async fn walhook_receive_accepts_signed_requests_only() {
+    let secret = "whsec_Y29tcG9zZS1leGFtcGxlLXNlY3JldA==";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_walhook"))
+        .args(["receive", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RECEIVER_SECRET", secret)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("walhook receive starts");
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let body = r#"{"id":"evt_1","type":"orders.insert"}"#;
+    let signer = standardwebhooks::Webhook::new(secret).expect("secret");
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let signature = signer
+        .sign("evt_1", timestamp, body.as_bytes())
+        .expect("sign");
+    let hub = {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let client = reqwest::Client::new();
+    let send = |signature: String| {
+        client
+            .post(&url)
+            .header("webhook-id", "evt_1")
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .header("x-hub-signature-256", hub.clone())
+            .body(body)
+            .send()
+    };
+    let mut answered = None;
+    for _ in 0..100 {
+        if let Ok(response) = send(signature.clone()).await {
+            answered = Some(response.status().as_u16());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let forged = send("v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=".into())
+        .await
+        .map(|r| r.status().as_u16());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answered, Some(200), "a signed request is accepted");
+    assert_eq!(forged.ok(), Some(401), "a forged signature is refused");
 }

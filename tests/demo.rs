@@ -107,24 +107,203 @@ async fn demo_with_a_throwaway_postgres_delivers_verified_events() {
     assert!(!dir.exists(), "{} was not removed", dir.display());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_uses_the_configured_database_and_leaves_no_subscription() {
-    let db = TestDb::empty().await;
-    let mut config = demo_config(CaptureMode::Trigger);
-    config.database_url = Some(db.url.clone());
-    let report = run_demo(config, Some(SAMPLE_DELIVERIES), CancellationToken::new()).await;
-    assert_sample_deliveries(&report);
-    assert!(report.throwaway_dir.is_none());
-
-    let client = connect(&db.url).await;
+/// What a demo may leave in a database it did not create: nothing of its
+/// own (the cluster-wide group roles aside).
+async fn assert_left_nothing(url: &str, schema_was_there: bool) {
+    let client = connect(url).await;
+    let row = client
+        .query_one(
+            "SELECT to_regclass('public.orders') IS NULL,
+                    (SELECT count(*) FROM pg_replication_slots WHERE database = current_database()),
+                    to_regnamespace('walhook') IS NOT NULL,
+                    (SELECT count(*) FROM pg_publication)",
+            &[],
+        )
+        .await
+        .expect("read what is left");
+    assert!(row.get::<_, bool>(0), "the sample table is left");
+    assert_eq!(row.get::<_, i64>(1), 0, "a replication slot is left");
+    assert_eq!(
+        row.get::<_, bool>(2),
+        schema_was_there,
+        "the walhook schema"
+    );
+    if !schema_was_there {
+        assert_eq!(row.get::<_, i64>(3), 0, "the publication is left");
+        return;
+    }
     let subscriptions: i64 = client
         .query_one("SELECT count(*) FROM walhook.subscriptions", &[])
         .await
         .expect("count subscriptions")
         .get(0);
+    assert_eq!(subscriptions, 0, "the demo subscription is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_in_a_configured_database_removes_all_it_created() {
+    for mode in [CaptureMode::Trigger, CaptureMode::Replication] {
+        let db = TestDb::empty().await;
+        let mut config = demo_config(mode);
+        config.database_url = Some(db.url.clone());
+        let report = run_demo(config, Some(SAMPLE_DELIVERIES), CancellationToken::new()).await;
+        assert_sample_deliveries(&report);
+        assert!(report.throwaway_dir.is_none());
+        assert_left_nothing(&db.url, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_in_an_installed_database_keeps_the_installation() {
+    let db = TestDb::new().await;
+    let client = connect(&db.url).await;
+    client
+        .batch_execute("SELECT walhook.set_capture_mode('trigger')")
+        .await
+        .expect("trigger mode");
+    let mut config = demo_config(CaptureMode::Replication);
+    config.database_url = Some(db.url.clone());
+    let report = run_demo(config, Some(SAMPLE_DELIVERIES), CancellationToken::new()).await;
+    assert_sample_deliveries(&report);
+    assert_left_nothing(&db.url, true).await;
+    let mode: String = client
+        .query_one("SELECT walhook.capture_mode()", &[])
+        .await
+        .expect("mode")
+        .get(0);
     assert_eq!(
-        subscriptions, 0,
-        "the demo removes its subscription from a database it does not own"
+        mode, "trigger",
+        "the installation's capture mode is set back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demos_in_two_databases_of_one_server_run_side_by_side() {
+    let (first, second) = (TestDb::empty().await, TestDb::empty().await);
+    let run = |url: String| {
+        let mut config = demo_config(CaptureMode::Replication);
+        config.database_url = Some(url);
+        run_demo(config, Some(SAMPLE_DELIVERIES), CancellationToken::new())
+    };
+    let (a, b) = tokio::join!(run(first.url.clone()), run(second.url.clone()));
+    assert_sample_deliveries(&a);
+    assert_sample_deliveries(&b);
+    assert_eq!(a.mode, Some(CaptureMode::Replication));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_after_stops_at_the_end_of_a_transaction() {
+    let db = TestDb::empty().await;
+    let mut config = demo_config(CaptureMode::Trigger);
+    config.database_url = Some(db.url.clone());
+    // The fifth delivery is the first of the last transaction's two.
+    let report = run_demo(config, Some(5), CancellationToken::new()).await;
+    assert_sample_deliveries(&report);
+}
+
+fn demo_binary() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_walhook"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("WALHOOK_") || name == "DATABASE_URL" {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(["demo", "--admin-listen", "127.0.0.1:0"])
+        .current_dir(std::env::temp_dir());
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_never_prints_the_database_password() {
+    let db = TestDb::empty().await;
+    // The test server trusts local connections: any password is accepted.
+    let url = db
+        .url
+        .replacen("://postgres@", "://postgres:pw-not-to-print@", 1);
+    assert_ne!(
+        url, db.url,
+        "the test URL has the form postgres://postgres@..."
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        demo_binary()
+            .args(["--exit-after", "6", "--mode", "trigger"])
+            .env("DATABASE_URL", url)
+            .output()
+            .expect("walhook demo runs")
+    })
+    .await
+    .expect("join");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("signature verified"), "{text}");
+    assert!(!text.contains("pw-not-to-print"), "{text}");
+    assert_left_nothing(&db.url, false).await;
+}
+
+/// A demo killed with SIGKILL leaves its server running and its directory;
+/// the next demo stops and removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_demos_server_is_removed_by_the_next_run() {
+    use std::io::{BufRead, BufReader};
+    let mut child = demo_binary()
+        .args(["--mode", "trigger"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("walhook demo starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let started = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("signature verified"))
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(60), started)
+            .await
+            .expect("a delivery within 60 s")
+            .expect("join"),
+        "the demo printed no delivery"
+    );
+    let pid = child.id();
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let prefix = format!("walhook-demo-{pid}-");
+    let left: Vec<std::path::PathBuf> = std::fs::read_dir(std::env::temp_dir())
+        .expect("temp dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "the killed demo leaves its directory: {left:?}"
+    );
+    let postmaster: u32 = std::fs::read_to_string(left[0].join("data/postmaster.pid"))
+        .expect("the server still runs")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a pid");
+    let removed = tokio::task::spawn_blocking(walhook::demo::remove_leftovers)
+        .await
+        .expect("join");
+    assert!(removed.contains(&left[0]), "{removed:?}");
+    assert!(!left[0].exists());
+    // Gone, or a zombie its new parent has not reaped yet.
+    let stat = std::fs::read_to_string(format!("/proc/{postmaster}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    assert!(
+        matches!(state, None | Some("Z") | Some("X")),
+        "the killed demo's PostgreSQL still runs: {stat}"
     );
 }
 

@@ -97,9 +97,10 @@ fn number(text: &str) -> Value {
         .unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
-/// `2026-11-28 12:00:00.123456+00` → `2026-11-28T12:00:00.123456Z`.
+/// `2026-11-28 12:00:00.1+00` → `2026-11-28T12:00:00.100000Z`.
 /// Other offsets (a session that did not pin `TimeZone=UTC`) are moved to
-/// UTC; fractional digits are kept as Postgres wrote them.
+/// UTC. Always six fractional digits, as `committed_at` has: a fixed width
+/// that strict parsers accept and that sorts as text in time order.
 fn timestamptz(text: &str) -> String {
     if text == "infinity" || text == "-infinity" {
         return text.to_owned();
@@ -116,24 +117,28 @@ fn timestamptz(text: &str) -> String {
         .split(':')
         .all(|part| part.bytes().all(|b| b == b'0'))
     {
-        return format!("{local}Z");
+        return format!("{}Z", with_micros(&local));
     }
     let Some(seconds) = offset_seconds(offset) else {
         return text.to_owned();
     };
-    let fraction = local.split_once('.').map(|(_, f)| f.len()).unwrap_or(0);
     match chrono::NaiveDateTime::parse_from_str(&local, "%Y-%m-%dT%H:%M:%S%.f") {
         Ok(naive) => {
             let utc = naive - chrono::Duration::seconds(seconds);
             let base = utc.format("%Y-%m-%dT%H:%M:%S").to_string();
-            let nanos = format!("{:09}", utc.and_utc().timestamp_subsec_nanos());
-            if fraction == 0 {
-                format!("{base}Z")
-            } else {
-                format!("{base}.{}Z", &nanos[..fraction.min(9)])
-            }
+            let micros = utc.and_utc().timestamp_subsec_micros();
+            format!("{base}.{micros:06}Z")
         }
         Err(_) => text.to_owned(),
+    }
+}
+
+/// `12:00:00` → `12:00:00.000000`, `12:00:00.5` → `12:00:00.500000`: the
+/// microseconds Postgres keeps, at a fixed width.
+fn with_micros(local: &str) -> String {
+    match local.split_once('.') {
+        Some((seconds, fraction)) => format!("{seconds}.{fraction:0<6}"),
+        None => format!("{local}.000000"),
     }
 }
 
@@ -147,13 +152,13 @@ fn offset_seconds(offset: &str) -> Option<i64> {
     Some(sign * seconds)
 }
 
-/// `2026-11-28 12:00:00.5` → `2026-11-28T12:00:00.5`.
+/// `2026-11-28 12:00:00.5` → `2026-11-28T12:00:00.500000`.
 fn timestamp(text: &str) -> String {
     if text == "infinity" || text == "-infinity" {
         return text.to_owned();
     }
     let (body, bc) = split_bc(text);
-    let local = body.replacen(' ', "T", 1);
+    let local = with_micros(&body.replacen(' ', "T", 1));
     if bc {
         astronomical_year(&local)
     } else {
@@ -595,29 +600,29 @@ mod tests {
         check(
             TIMESTAMPTZ,
             "2026-11-28 12:00:00+00",
-            "\"2026-11-28T12:00:00Z\"",
+            "\"2026-11-28T12:00:00.000000Z\"",
         );
         check(
             TIMESTAMPTZ,
             "2026-11-28 12:00:00.5+00",
-            "\"2026-11-28T12:00:00.5Z\"",
+            "\"2026-11-28T12:00:00.500000Z\"",
         );
         check(
             TIMESTAMPTZ,
             "2026-11-28 17:30:00.25+05:30",
-            "\"2026-11-28T12:00:00.25Z\"",
+            "\"2026-11-28T12:00:00.250000Z\"",
         );
         check(
             TIMESTAMPTZ,
             "2026-11-28 04:00:00-08",
-            "\"2026-11-28T12:00:00Z\"",
+            "\"2026-11-28T12:00:00.000000Z\"",
         );
         check(TIMESTAMPTZ, "infinity", "\"infinity\"");
         check(TIMESTAMPTZ, "-infinity", "\"-infinity\"");
         check(
             TIMESTAMPTZ,
             "0044-03-15 12:00:00+00 BC",
-            "\"-0043-03-15T12:00:00Z\"",
+            "\"-0043-03-15T12:00:00.000000Z\"",
         );
         check(
             TIMESTAMP,
@@ -627,8 +632,13 @@ mod tests {
         check(TIMESTAMP, "infinity", "\"infinity\"");
         check(
             TIMESTAMP,
+            "2026-11-28 12:00:00.1",
+            "\"2026-11-28T12:00:00.100000\"",
+        );
+        check(
+            TIMESTAMP,
             "0001-01-01 00:00:00 BC",
-            "\"0000-01-01T00:00:00\"",
+            "\"0000-01-01T00:00:00.000000\"",
         );
         check(DATE, "2026-11-28", "\"2026-11-28\"");
         check(DATE, "-infinity", "\"-infinity\"");

@@ -84,7 +84,10 @@ impl Console {
         admin: &crate::config::AdminConfig,
         slot: &str,
     ) -> Result<Console, ConsoleError> {
-        let access = Access::new(admin.listen, admin.token.clone())?;
+        let access = Access::new(
+            admin.listen,
+            admin.token.as_ref().map(|t| t.expose().to_owned()),
+        )?;
         Ok(Console {
             inner: Arc::new(Inner {
                 pool: pool::build(url)?,

@@ -9,7 +9,7 @@
 //! took the delivery over, the attempt is still recorded but the state is
 //! left to the newer claim.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,6 +188,8 @@ struct Columns {
     states: Vec<&'static str>,
     delays: Vec<f64>,
     latencies: Vec<(i64, f64)>,
+    /// Each delivery's subscription, for the metrics' labels.
+    subscriptions: Vec<i64>,
 }
 
 /// What happened to each subscription in this write.
@@ -224,6 +226,7 @@ fn columns(batch: &[Finished]) -> (Columns, SubscriptionNews) {
                 rand::random_range(-1.0..=1.0),
             );
             c.ids.push(item.delivery_id);
+            c.subscriptions.push(subscription);
             c.claimed_attempts.push(item.attempt);
             c.attempted_at.push(result.attempted_at);
             c.statuses.push(status);
@@ -289,16 +292,19 @@ async fn write(
 }
 
 fn count_metrics(c: &Columns, applied: &HashSet<i64>) {
-    let failed = c.states.iter().filter(|s| **s != "delivered").count();
-    metrics::counter!("walhook_deliveries_failed_total").increment(failed as u64);
+    let mut tallies: HashMap<i64, crate::metrics::DeliveryTally> = HashMap::new();
     for (i, state) in c.states.iter().enumerate() {
+        let tally = tallies.entry(c.subscriptions[i]).or_default();
+        if *state != "delivered" {
+            tally.failed += 1;
+        }
         if !applied.contains(&c.ids[i]) {
             continue;
         }
         match *state {
-            "delivered" => metrics::counter!("walhook_deliveries_delivered_total").increment(1),
+            "delivered" => tally.delivered += 1,
             "dead" => {
-                metrics::counter!("walhook_deliveries_dead_total").increment(1);
+                tally.dead += 1;
                 info!(
                     delivery_id = c.ids[i],
                     attempts = c.claimed_attempts[i],
@@ -308,9 +314,18 @@ fn count_metrics(c: &Columns, applied: &HashSet<i64>) {
             _ => {}
         }
     }
+    for (subscription, tally) in tallies {
+        crate::metrics::count_deliveries(subscription, &tally);
+    }
+    let subscription_of: HashMap<i64, i64> = c
+        .ids
+        .iter()
+        .copied()
+        .zip(c.subscriptions.iter().copied())
+        .collect();
     for (id, seconds) in &c.latencies {
-        if applied.contains(id) {
-            metrics::histogram!("walhook_delivery_latency_seconds").record(*seconds);
+        if let (true, Some(subscription)) = (applied.contains(id), subscription_of.get(id)) {
+            crate::metrics::record_latency(*subscription, *seconds);
         }
     }
 }

@@ -731,7 +731,7 @@ async fn send(
     };
     let attempted_at = Utc::now();
     let outcome = sender.send(&message).await;
-    metrics::histogram!("walhook_delivery_duration_seconds").record(outcome.duration.as_secs_f64());
+    crate::metrics::record_duration(job.target.id, outcome.duration);
     if outcome.is_success() {
         debug!(
             subscription_id = job.target.id,

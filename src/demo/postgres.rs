@@ -168,7 +168,7 @@ impl ThrowawayPostgres {
     /// accepts connections. Blocking: call it from a blocking task.
     pub fn start(binaries: ServerBinaries) -> Result<ThrowawayPostgres, PostgresError> {
         let dir = std::env::temp_dir().join(format!(
-            "walhook-demo-{}-{:08x}",
+            "{DIR_PREFIX}{}-{:08x}",
             std::process::id(),
             rand::random::<u32>()
         ));
@@ -266,22 +266,31 @@ impl ThrowawayPostgres {
         &self.dir
     }
 
-    /// Stops the server (fast shutdown) and removes its directory; safe to
-    /// call twice. Blocking.
+    /// Stops the server and removes its directory; safe to call twice.
+    /// Blocking. Connections still closing (a stopped relay's) get a few
+    /// seconds to end on their own (smart shutdown), so none is cut off
+    /// and logs an error; then whatever remains is ended (fast shutdown).
     pub fn stop(&mut self) {
         if self.running {
             self.running = false;
             let data = self.dir.join("data");
-            let args = [
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-m".as_ref(),
-                "fast".as_ref(),
-                "-w".as_ref(),
-                "stop".as_ref(),
-            ];
-            if let Err(error) = self.run("pg_ctl", &args) {
-                warn!(%error, "could not stop the throwaway postgres");
+            let stop = |mode: &str, seconds: &str| {
+                let args = [
+                    "-D".as_ref(),
+                    data.as_os_str(),
+                    "-m".as_ref(),
+                    mode.as_ref(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    seconds.as_ref(),
+                    "stop".as_ref(),
+                ];
+                self.run("pg_ctl", &args)
+            };
+            if stop("smart", "3").is_err() {
+                if let Err(error) = stop("fast", "60") {
+                    warn!(%error, "could not stop the throwaway postgres");
+                }
             }
         }
         if self.dir.exists() {
@@ -331,6 +340,90 @@ impl Drop for ThrowawayPostgres {
     }
 }
 
+/// The prefix of every throwaway directory, followed by the demo's process
+/// id: what a killed demo left is found by it.
+const DIR_PREFIX: &str = "walhook-demo-";
+
+/// Stops the servers and removes the directories that demos killed before
+/// they could clean up left in the temporary directory; returns the
+/// directories removed. A directory whose demo still runs is left alone.
+pub fn remove_leftovers() -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = demo_pid(&name.to_string_lossy()) else {
+            continue;
+        };
+        if owner == std::process::id() || process_alive(owner) != Some(false) {
+            continue;
+        }
+        let dir = entry.path();
+        stop_orphaned_server(&dir);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(error) => {
+                warn!(%error, dir = %dir.display(), "could not remove a killed demo's directory")
+            }
+        }
+    }
+    removed
+}
+
+/// The demo process id in a throwaway directory's name.
+fn demo_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(DIR_PREFIX)?;
+    let (pid, suffix) = rest.split_once('-')?;
+    if suffix.len() != 8 || !suffix.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether a process runs; `None` when this system cannot tell (no
+/// `/proc`), so nothing is removed on a guess. A zombie (killed, not yet
+/// reaped by its parent) does not run.
+fn process_alive(pid: u32) -> Option<bool> {
+    if !Path::new("/proc/self").exists() {
+        return None;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Some(false);
+    };
+    // `pid (command) state ...`: the command may hold spaces and parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    Some(state != Some("Z") && state != Some("X"))
+}
+
+/// Ends the postmaster of a killed demo (immediate shutdown: its data is
+/// thrown away anyway) and waits for it to exit.
+fn stop_orphaned_server(dir: &Path) {
+    let pid_file = dir.join("data").join("postmaster.pid");
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    if process_alive(pid) != Some(true) {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-QUIT", &pid.to_string()])
+        .output();
+    for _ in 0..100 {
+        if process_alive(pid) != Some(true) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    warn!(pid, dir = %dir.display(), "a killed demo's PostgreSQL did not stop within 10s");
+}
+
 fn free_port() -> Result<u16, PostgresError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(PostgresError::Port)?;
     Ok(listener.local_addr().map_err(PostgresError::Port)?.port())
@@ -371,6 +464,36 @@ mod tests {
         let found = find_in(&[(root.to_str().unwrap_or_default(), "")], None, None);
         let _ = std::fs::remove_dir_all(&root);
         assert_eq!(found.map(|b| b.dir).ok(), Some(root.join("16").join("bin")));
+    }
+
+    #[test]
+    fn leftover_directories_are_recognized_by_name() {
+        assert_eq!(demo_pid("walhook-demo-4242-0badf00d"), Some(4242));
+        assert_eq!(demo_pid("walhook-demo-4242-xyz"), None);
+        assert_eq!(demo_pid("walhook-empty-4242"), None);
+        assert_eq!(demo_pid("walhook-demo-x-0badf00d"), None);
+    }
+
+    #[test]
+    fn a_killed_demos_directory_is_removed_and_a_live_ones_kept() {
+        // No process has an id this large (pid_max is at most 2^22).
+        let dead = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-0badf00d", u32::MAX - 7));
+        let live = std::env::temp_dir().join(format!("{DIR_PREFIX}1-0badf00d"));
+        for dir in [&dead, &live] {
+            std::fs::create_dir_all(dir.join("data")).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let removed = remove_leftovers();
+        let dead_gone = !dead.exists();
+        let live_kept = live.exists();
+        let _ = std::fs::remove_dir_all(&live);
+        assert!(dead_gone && removed.contains(&dead), "{removed:?}");
+        assert!(live_kept, "process 1 runs: its directory stays");
+    }
+
+    #[test]
+    fn this_process_runs() {
+        assert_eq!(process_alive(std::process::id()), Some(true));
+        assert_eq!(process_alive(u32::MAX - 7), Some(false));
     }
 
     #[test]

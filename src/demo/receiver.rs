@@ -1,4 +1,5 @@
-//! The demo's built-in receiver: an HTTP server on 127.0.0.1 that checks
+//! The demo's built-in receiver (also `walhook receive`): an HTTP server
+//! that checks
 //! each request's Standard Webhooks signature and its
 //! `x-hub-signature-256`, answers 200 when both hold (401 otherwise), and
 //! hands every request on for printing.
@@ -97,7 +98,12 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn bind() -> std::io::Result<Receiver> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Receiver::bind_to(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds `addr`, e.g. `0.0.0.0:8080` for a receiver in a container.
+    pub async fn bind_to(addr: SocketAddr) -> std::io::Result<Receiver> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         Ok(Receiver { listener, addr })
     }

@@ -165,6 +165,13 @@ async fn report_gauges(url: String, slot: String, stop: CancellationToken) {
                 }
                 Err(error) => warn!(%error, "cannot read the outbox depth"),
             }
+            // New subscriptions' delivery series appear within one round.
+            match c.query("SELECT id FROM walhook.subscriptions", &[]).await {
+                Ok(rows) => rows
+                    .iter()
+                    .for_each(|row| crate::metrics::register_subscription(row.get(0))),
+                Err(error) => warn!(%error, "cannot read the subscriptions for the metrics"),
+            }
             if let Ok(Some((lag, confirmed))) = crate::status::slot_lag(c, &slot).await {
                 metrics::gauge!("walhook_replication_lag_bytes").set(lag as f64);
                 metrics::gauge!("walhook_replication_confirmed_lsn").set(confirmed as f64);

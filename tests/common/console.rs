@@ -28,7 +28,7 @@ impl ConsoleRelay {
         let port = free_port();
         let mut config = test_config(&db.url, CaptureMode::Trigger);
         config.admin.listen = format!("127.0.0.1:{port}").parse().expect("address");
-        config.admin.token = token.map(str::to_owned);
+        config.admin.token = token.map(|t| walhook::config::Secret(t.to_owned()));
         let relay = Relay::start_with(config);
         let base = format!("http://127.0.0.1:{port}");
         for _ in 0..100 {
