@@ -6,6 +6,7 @@
 //! transaction per batch, and [`deliver`] POSTs them.
 
 pub mod admin;
+pub mod backoff;
 pub mod catalog;
 pub mod change;
 pub mod config;
@@ -17,5 +18,6 @@ pub mod migrate;
 pub mod outbox;
 pub mod relay;
 pub mod route;
+pub mod socket;
 pub mod source;
 pub mod status;

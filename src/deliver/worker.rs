@@ -21,6 +21,7 @@ use super::record::{self, Finished, Item};
 use super::retry::Plan;
 use super::sign::Secret;
 use super::{prune, DeliverError, NOTIFY_CHANNEL};
+use crate::backoff::Backoff;
 use crate::config::DeliveryConfig;
 use crate::db::Statements;
 
@@ -28,9 +29,9 @@ use crate::db::Statements;
 /// lapse is noticed at least this often.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
-/// Reconnection backoff bounds.
-pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A listening connection is idle by nature: it is pinged this often, so
+/// that one that stopped answering is noticed and replaced.
+const LISTEN_PING: Duration = Duration::from_secs(10);
 
 /// Once the requests in flight at shutdown are done (or this long past the
 /// delivery timeout), the rest is released.
@@ -579,26 +580,26 @@ fn session_settings(role: &str) -> &'static str {
     }
 }
 
-/// Connects again, doubling the wait after each failure; `None` on shutdown.
+/// Connects again, backing off after each failure; `None` on shutdown.
 pub(super) async fn reconnect(
     url: &str,
     role: &str,
     shutdown: &CancellationToken,
 ) -> Option<Client> {
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new();
     loop {
         match connect(url, role).await {
             Ok(client) => {
                 debug!(role, "connected to the database");
                 return Some(client);
             }
-            Err(error) => warn!(role, %error, retry_in = ?backoff, "database unreachable"),
+            Err(error) => {
+                warn!(role, %error, failures = backoff.failures() + 1, "database unreachable")
+            }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(shutdown).await {
+            return None;
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -771,17 +772,15 @@ async fn send(
 /// connection of its own, polled here, because notifications arrive on the
 /// connection rather than as query results.
 async fn listen(url: String, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
         match listen_once(&url, &shared, &shutdown).await {
-            Ok(()) => backoff = BACKOFF_START,
-            Err(error) => warn!(%error, retry_in = ?backoff, "listening for new deliveries failed"),
+            Ok(()) => backoff.reset(),
+            Err(error) => warn!(%error, "listening for new deliveries failed"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -796,9 +795,14 @@ async fn listen_once(
         .await?;
     // Anything written while not listening is found by the next claim.
     shared.kick.notify_one();
+    let mut ping = tokio::time::interval(LISTEN_PING);
+    ping.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = ping.tick() => {
+                client.simple_query("").await?;
+            }
             message = notifications.recv() => match message {
                 Some(_) => shared.kick.notify_one(),
                 None => {

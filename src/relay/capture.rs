@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::{CaptureConfig, CaptureMode};
 use crate::db;
 use crate::outbox::Outbox;
@@ -69,7 +70,7 @@ pub async fn run(
             Ok(()) => backoff.reset(),
             Err(error) if error.is_retryable() => {
                 let delay = backoff.next_delay();
-                warn!(%error, retry_in_ms = delay.as_millis() as u64, "capture interrupted; reconnecting");
+                warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "capture interrupted; reconnecting");
                 tokio::select! {
                     () = shutdown.cancelled() => {}
                     () = tokio::time::sleep(delay) => {}
@@ -189,51 +190,4 @@ async fn pump<S: Source>(
         }
     }
     Ok(())
-}
-
-/// Exponential backoff from 100 ms to 10 s, for reconnects.
-#[derive(Debug)]
-pub struct Backoff {
-    current: Duration,
-}
-
-impl Backoff {
-    const START: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(10);
-
-    pub fn new() -> Backoff {
-        Backoff {
-            current: Backoff::START,
-        }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.current;
-        self.current = (self.current * 2).min(Backoff::MAX);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.current = Backoff::START;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap_and_resets() {
-        let mut backoff = Backoff::new();
-        let delays: Vec<u128> = (0..9).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
-    }
 }

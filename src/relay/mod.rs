@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{CaptureMode, Config};
 use crate::{admin, db, deliver, migrate};
@@ -21,7 +21,11 @@ use capture::CaptureState;
 /// Runs the relay until `shutdown` fires or a stage fails for good.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let url = config.require_database_url()?.to_owned();
-    let control = db::connect(&url, "control").await?;
+    // A database still starting (or restarting) is waited for; a wrong
+    // password or a missing database stops start-up here.
+    let Some(control) = db::connect_waiting(&url, "control", &shutdown).await? else {
+        return Ok(());
+    };
     migrate::require_current(&control).await?;
     if config.capture.mode == CaptureMode::Replication {
         // The slot first: it retains every change from now on, so none
@@ -143,10 +147,23 @@ async fn apply_capture_mode(client: &Client, mode: CaptureMode) -> anyhow::Resul
 /// the histograms' memory bounded.
 async fn report_gauges(url: String, slot: String, stop: CancellationToken) {
     let mut client: Option<Client> = None;
+    let mut backoff = crate::backoff::Backoff::new();
     loop {
         crate::metrics::run_upkeep();
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = db::connect(&url, "metrics").await.ok();
+            client = match db::connect(&url, "metrics").await {
+                Ok(c) => {
+                    backoff.reset();
+                    Some(c)
+                }
+                Err(error) => {
+                    debug!(%error, "the gauges cannot reach the database");
+                    if !backoff.wait(&stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
         }
         if let Some(c) = &client {
             match crate::status::queue_depth(c).await {

@@ -117,6 +117,10 @@ pub struct ReplicationSource {
     catalog: Catalog,
     items: mpsc::Receiver<Result<StreamItem, SourceError>>,
     stop: CancellationToken,
+    /// Fires when the ordinary connection closed (terminated by an
+    /// administrator or a shutdown): the stream must then end at once, or
+    /// the server's shutdown waits for confirms that cannot come.
+    lost: CancellationToken,
     stream_task: Option<JoinHandle<()>>,
     committed: Option<mpsc::UnboundedSender<u64>>,
     durable_task: Option<JoinHandle<()>>,
@@ -174,7 +178,16 @@ impl ReplicationSource {
                 .await
                 .map_err(|e| classify(e, &slot))?;
         }
+        let sender_timeout = conn
+            .sender_timeout()
+            .await
+            .map_err(|e| classify(e, &slot))?;
         start_streaming(&mut conn, &slot, &config.publication).await?;
+        let timing = StreamTiming {
+            status_interval: options.status_interval,
+            silence: silence_bound(sender_timeout),
+        };
+        debug!(slot, silence = ?timing.silence, "replication stream watched for silence");
 
         let client = Arc::new(client);
         let shared = Arc::new(Shared {
@@ -188,7 +201,7 @@ impl ReplicationSource {
             sender,
             shared.clone(),
             stop.clone(),
-            options.status_interval,
+            timing,
             slot.clone(),
         ));
         tokio::spawn(heartbeat(
@@ -196,6 +209,8 @@ impl ReplicationSource {
             options.heartbeat_interval,
             stop.clone(),
         ));
+        let lost = CancellationToken::new();
+        tokio::spawn(watch_connection(client.clone(), lost.clone(), stop.clone()));
         let (committed, committed_rx) = mpsc::unbounded_channel();
         let durable_task = tokio::spawn(confirm_when_durable(
             client.clone(),
@@ -209,6 +224,7 @@ impl ReplicationSource {
             catalog,
             items,
             stop,
+            lost,
             stream_task: Some(stream_task),
             committed: Some(committed),
             durable_task: Some(durable_task),
@@ -240,8 +256,16 @@ impl ReplicationSource {
     pub async fn close(mut self) {
         // Closing the channel makes the watcher flush and confirm the rest.
         drop(self.committed.take());
-        if let Some(task) = self.durable_task.take() {
-            let _ = task.await;
+        if let Some(mut task) = self.durable_task.take() {
+            // A dead or hanging connection must not hold the close up: what
+            // it could not confirm is simply read again next time.
+            if self.lost.is_cancelled()
+                || tokio::time::timeout(CLOSE_CONFIRM_TIMEOUT, &mut task)
+                    .await
+                    .is_err()
+            {
+                task.abort();
+            }
         }
         self.stop.cancel();
         if let Some(task) = self.stream_task.take() {
@@ -284,6 +308,7 @@ impl ReplicationSource {
                 Err(_) => tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(None),
+                _ = self.lost.cancelled() => return Err(connection_lost()),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
                 item = self.items.recv() => item,
                 },
@@ -841,6 +866,35 @@ async fn confirm_when_durable(
     }
 }
 
+/// How long closing waits for the last confirms.
+const CLOSE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the ordinary connection is checked for having closed.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Fires `lost` once the connection closed.
+async fn watch_connection(client: Arc<Client>, lost: CancellationToken, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if client.is_closed() {
+            lost.cancel();
+            return;
+        }
+    }
+}
+
+fn connection_lost() -> SourceError {
+    SourceError::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the capture's database connection closed (terminated, or the server is shutting down); \
+         closing the replication stream so the server is not held up",
+    ))
+}
+
 async fn wal_positions(client: &Client) -> Result<(u64, u64), tokio_postgres::Error> {
     let row = client
         .query_one(
@@ -887,24 +941,29 @@ async fn run_stream(
     items: mpsc::Sender<Result<StreamItem, SourceError>>,
     shared: Arc<Shared>,
     stop: CancellationToken,
-    status_interval: Duration,
+    timing: StreamTiming,
     slot: String,
 ) {
     let mut received = 0u64;
-    let result = stream_loop(
-        &mut conn,
-        &items,
-        &shared,
-        &stop,
-        status_interval,
-        &mut received,
-    )
-    .await;
+    let result = stream_loop(&mut conn, &items, &shared, &stop, &timing, &mut received).await;
     match result {
         Ok(()) => {
-            // Last word: the confirmed position, then a clean goodbye.
-            let _ = send_status(&mut conn, received, &shared).await;
-            conn.terminate().await;
+            // Last word: the confirmed position (only what the outbox
+            // holds durably), then a clean goodbye.
+            let goodbye = async {
+                let _ = send_status(&mut conn, received, &shared, false).await;
+                conn.terminate().await;
+            };
+            // A server that stopped reading must not hold the close up.
+            if tokio::time::timeout(GOODBYE_TIMEOUT, goodbye)
+                .await
+                .is_err()
+            {
+                debug!(
+                    slot,
+                    "the server did not take the goodbye; connection dropped"
+                );
+            }
             debug!(slot, "replication stream closed");
         }
         Err(error) => {
@@ -915,10 +974,32 @@ async fn run_stream(
     }
 }
 
+/// How long the last status update and the goodbye may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// When the stream task speaks without being asked, and how long a silent
+/// server is waited for.
+#[derive(Debug, Clone, Copy)]
+struct StreamTiming {
+    status_interval: Duration,
+    /// No message for this long and the connection is taken for dead; at
+    /// half of it the server is asked to answer.
+    silence: Duration,
+}
+
+/// The bound on the server's silence: its `wal_sender_timeout` (after
+/// which it drops us anyway), or a minute when it has none.
+fn silence_bound(sender_timeout: Option<Duration>) -> Duration {
+    sender_timeout
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_secs(2))
+}
+
 async fn send_status(
     conn: &mut ReplicationConnection,
     received: u64,
     shared: &Shared,
+    reply: bool,
 ) -> Result<(), ConnError> {
     let flush = shared.flush.load(Ordering::SeqCst);
     let write = received.max(flush);
@@ -927,8 +1008,19 @@ async fn send_status(
         flush,
         flush,
         Utc::now(),
+        reply,
     ))
     .await
+}
+
+fn silent_for(silence: Duration) -> ConnError {
+    ConnError::Source(SourceError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the server sent nothing for {silence:?} (wal_sender_timeout), not even after a ping; \
+             the replication connection is considered dead"
+        ),
+    )))
 }
 
 async fn stream_loop(
@@ -936,20 +1028,32 @@ async fn stream_loop(
     items: &mpsc::Sender<Result<StreamItem, SourceError>>,
     shared: &Shared,
     stop: &CancellationToken,
-    status_interval: Duration,
+    timing: &StreamTiming,
     received: &mut u64,
 ) -> Result<(), ConnError> {
-    let mut status = tokio::time::interval(status_interval);
+    let mut status = tokio::time::interval(timing.status_interval);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let decode_error =
         |e: pgoutput::DecodeError| ConnError::Source(SourceError::Protocol(e.to_string()));
+    let mut heard = Instant::now();
+    let mut pinged = false;
     loop {
         let data = tokio::select! {
+            biased;
             _ = stop.cancelled() => return Ok(()),
-            _ = shared.notify.notified() => { send_status(conn, *received, shared).await?; continue }
-            _ = status.tick() => { send_status(conn, *received, shared).await?; continue }
+            _ = shared.notify.notified() => { send_status(conn, *received, shared, false).await?; continue }
+            _ = status.tick() => { send_status(conn, *received, shared, false).await?; continue }
             data = conn.next_copy_data() => data?,
+            _ = tokio::time::sleep_until(heard + timing.silence / 2), if !pinged => {
+                debug!("the replication stream is quiet; asking the server to answer");
+                send_status(conn, *received, shared, true).await?;
+                pinged = true;
+                continue;
+            }
+            _ = tokio::time::sleep_until(heard + timing.silence) => return Err(silent_for(timing.silence)),
         };
+        heard = Instant::now();
+        pinged = false;
         match pgoutput::decode_server_message(data).map_err(decode_error)? {
             ServerMessage::Keepalive {
                 wal_end,
@@ -957,7 +1061,7 @@ async fn stream_loop(
             } => {
                 *received = (*received).max(wal_end);
                 if reply_requested {
-                    send_status(conn, *received, shared).await?;
+                    send_status(conn, *received, shared, false).await?;
                 }
                 // Only a hint for idle progress: dropped when the queue is full.
                 let _ = items.try_send(Ok(StreamItem::Keepalive { wal_end }));
@@ -974,10 +1078,12 @@ async fn stream_loop(
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
                         permit = items.reserve() => break permit,
-                        _ = shared.notify.notified() => send_status(conn, *received, shared).await?,
-                        _ = status.tick() => send_status(conn, *received, shared).await?,
+                        _ = shared.notify.notified() => send_status(conn, *received, shared, false).await?,
+                        _ = status.tick() => send_status(conn, *received, shared, false).await?,
                     }
                 };
+                // Not reading meanwhile was our choice, not the server's silence.
+                heard = Instant::now();
                 match permit {
                     Ok(permit) => permit.send(Ok(StreamItem::Data { wal_start, message })),
                     Err(_) => return Ok(()),
