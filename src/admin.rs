@@ -1,5 +1,6 @@
-//! The admin endpoints: `/healthz` (is the relay up and its database
-//! reachable) and `/metrics` (Prometheus).
+//! The admin endpoints: `/healthz` (is the relay up, its database
+//! reachable, capture and delivery working; 503 naming the stuck part
+//! otherwise) and `/metrics` (Prometheus).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,16 +12,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::StageHealth;
 use crate::relay::capture::CaptureState;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub database_url: String,
     pub capture: Arc<CaptureState>,
+    pub delivery: Arc<StageHealth>,
 }
 
 /// The running server.
@@ -69,16 +71,18 @@ async fn healthz(State(state): State<AdminState>) -> Response {
     .ok()
     .flatten()
     .is_some();
-    let (status, verdict) = if reachable {
-        (StatusCode::OK, "ok")
+    let report = crate::health::report(
+        reachable,
+        capture,
+        state.capture.health.failure(),
+        state.delivery.failure(),
+    );
+    let status = if report.healthy {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({ "status": verdict, "capture": capture })),
-    )
-        .into_response()
+    (status, Json(report.body)).into_response()
 }
 
 async fn render_metrics(handle: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Response {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod deliver;
 pub mod demo;
+pub mod health;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;

@@ -27,6 +27,7 @@ const CAPTURE_LOCK: i64 = 0x7761_6c68_6f6f_6b02;
 #[derive(Debug, Default)]
 pub struct CaptureState {
     pub leader: AtomicBool,
+    pub health: crate::health::StageHealth,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,7 @@ pub async fn run(
         match result {
             Ok(()) => backoff.reset(),
             Err(error) if error.is_retryable() => {
+                state.health.failing(&error);
                 let delay = backoff.next_delay();
                 warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "capture interrupted; reconnecting");
                 tokio::select! {
@@ -91,6 +93,7 @@ async fn lead(
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
     let lock = db::connect(url, "capture lock").await?;
+    state.health.ok();
     if !wait_for_lock(&lock, shutdown).await? {
         return Ok(());
     }

@@ -39,11 +39,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Stages stop on `stop`: on shutdown, or when one of them fails for good.
     let stop = shutdown.child_token();
     let capture_state = Arc::new(CaptureState::default());
+    let delivery_health = Arc::new(crate::health::StageHealth::default());
     let admin = admin::serve(
         config.admin.listen,
         admin::AdminState {
             database_url: url.clone(),
             capture: capture_state.clone(),
+            delivery: delivery_health.clone(),
         },
         stop.clone(),
     )
@@ -57,7 +59,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!(admin = %admin.local_addr, mode = %config.capture.mode, "walhook relay running");
 
     let wake = Arc::new(Notify::new());
-    let deliverer = deliver::Deliverer::new(&url, config.delivery.clone(), wake.clone()).await?;
+    let deliverer = deliver::Deliverer::new(&url, config.delivery.clone(), wake.clone())
+        .await?
+        .reporting_to(delivery_health);
     let mut delivery = tokio::spawn(deliverer.run(stop.clone()));
     let mut capture = tokio::spawn(capture::run(
         url.clone(),
