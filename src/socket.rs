@@ -121,9 +121,14 @@ impl<S> Watched<S> {
         }
     }
 
-    fn arm(&mut self) {
+    /// Starts the deadline unless it runs. It is polled at once, so the
+    /// task is woken when it passes even if nothing else wakes it (the
+    /// driver reads before it writes, so the read may never look again).
+    fn arm(&mut self, cx: &mut Context<'_>) {
         if self.deadline.is_none() {
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.stall)));
+            let mut deadline = Box::pin(tokio::time::sleep(self.stall));
+            let _ = deadline.as_mut().poll(cx);
+            self.deadline = Some(deadline);
         }
     }
 
@@ -175,14 +180,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         match Pin::new(&mut self.inner).poll_write(cx, data) {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
-                    self.arm();
+                    self.arm(cx);
                 }
                 Poll::Ready(Ok(n))
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
             Poll::Pending => {
                 // A peer that stopped reading fills the send buffer.
-                self.arm();
+                self.arm(cx);
                 self.expired(cx).map(Err)
             }
         }
@@ -191,7 +196,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_flush(cx) {
             Poll::Pending => {
-                self.arm();
+                self.arm(cx);
                 self.expired(cx).map(Err)
             }
             ready => ready,
@@ -223,6 +228,29 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(90));
         // The peer stays open: only the bound ended the read.
         theirs.write_all(b"x").await.unwrap_or_default();
+    }
+
+    /// The driver polls the read before the write and is woken only by
+    /// its wakers: the deadline must wake it by itself.
+    #[tokio::test]
+    async fn the_deadline_wakes_a_reader_that_looked_before_writing() {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let mut watched = Watched::new(ours, Duration::from_millis(100));
+        let mut buf = [0u8; 8];
+        let result = tokio::time::timeout(
+            Duration::from_secs(5),
+            std::future::poll_fn(|cx| {
+                let mut read = ReadBuf::new(&mut buf);
+                if let Poll::Ready(result) = Pin::new(&mut watched).poll_read(cx, &mut read) {
+                    return Poll::Ready(result);
+                }
+                let _ = Pin::new(&mut watched).poll_write(cx, b"ping");
+                Poll::Pending
+            }),
+        )
+        .await;
+        let error = result.expect("woken by the deadline").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]
