@@ -6,7 +6,7 @@
 //! Ctrl-C (or, for scripted runs, a number of verified deliveries). The
 //! throwaway server and its directory are removed on every way out.
 
-mod postgres;
+pub mod postgres;
 mod receiver;
 
 use std::path::PathBuf;
