@@ -183,3 +183,90 @@ async fn replication_mode_recovers_from_a_blackholed_network() {
 async fn trigger_mode_recovers_from_a_blackholed_network() {
     blackhole_then_recover(CaptureMode::Trigger).await;
 }
+
+/// The pid of the walsender streaming this test's slot, if any.
+async fn streaming_pid(client: &tokio_postgres::Client, slot: &str) -> Option<i32> {
+    client
+        .query_one(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .ok()
+        .and_then(|row| row.get(0))
+}
+
+/// An administrator (or a shutdown) terminates the relay's ordinary
+/// capture connection: the replication stream must close at once rather
+/// than keep the walsender waiting for confirms that cannot come, and
+/// capture resumes on fresh connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminated_capture_connection_closes_the_replication_stream() {
+    let mode = CaptureMode::Replication;
+    let receiver = Receiver::ok().await;
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    common::prepare_capture(&db.url, mode).await;
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
+             SELECT walhook.watch('orders');",
+        )
+        .await
+        .expect("table");
+    client
+        .execute(
+            "SELECT walhook.subscribe($1, ARRAY['orders.*'])",
+            &[&receiver.url],
+        )
+        .await
+        .expect("subscribe");
+    let relay = Relay::start(&db.url, mode);
+    insert(&client, 1..11).await;
+    assert_eq!(
+        receiver
+            .wait_for_rows(10, Duration::from_secs(30))
+            .await
+            .len(),
+        10
+    );
+    let slot = common::slot_for(&db.url);
+    let streaming = streaming_pid(&client, &slot)
+        .await
+        .expect("the relay streams");
+
+    let terminated: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'walhook capture'
+               AND backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert_eq!(terminated, 1, "the relay's ordinary capture connection");
+    let started = Instant::now();
+    while streaming_pid(&client, &slot).await == Some(streaming) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the replication stream was still open 5 s after its connection was terminated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed_after = started.elapsed();
+    insert(&client, 11..21).await;
+    assert_eq!(
+        receiver
+            .wait_for_rows(20, Duration::from_secs(30))
+            .await
+            .len(),
+        20,
+        "capture resumes"
+    );
+    println!(
+        "FIGURES terminate stream_closed_after_ms={}",
+        closed_after.as_millis()
+    );
+    relay.stop().await;
+}

@@ -57,7 +57,11 @@ async fn prepare(url: &str, mode: CaptureMode, receiver: &Receiver) {
 
 /// Inserts rows one by one, reconnecting while the server is away, until
 /// told to stop. Row ids count up; a failed insert is simply skipped.
-fn spawn_writer(url: String, stop: Arc<AtomicBool>, next: Arc<AtomicI32>) -> tokio::task::JoinHandle<()> {
+fn spawn_writer(
+    url: String,
+    stop: Arc<AtomicBool>,
+    next: Arc<AtomicI32>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut client: Option<tokio_postgres::Client> = None;
         while !stop.load(Ordering::Relaxed) {
@@ -208,7 +212,10 @@ async fn start_up_waits_for_a_database_that_is_not_up_yet() {
         .await
         .expect("insert");
     assert_eq!(
-        receiver.wait_for_rows(1, Duration::from_secs(30)).await.len(),
+        receiver
+            .wait_for_rows(1, Duration::from_secs(30))
+            .await
+            .len(),
         1,
         "delivered once the database is up"
     );
