@@ -20,7 +20,8 @@ use crate::relay::capture::CaptureState;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub database_url: String,
+    /// Connections for the health check (shared with the gauges).
+    pub pool: crate::pool::Pool,
     pub capture: Arc<CaptureState>,
     pub delivery: Arc<StageHealth>,
 }
@@ -62,9 +63,7 @@ async fn healthz(State(state): State<AdminState>) -> Response {
         "standby"
     };
     let reachable = tokio::time::timeout(Duration::from_secs(2), async {
-        let client = crate::db::connect(&state.database_url, "health")
-            .await
-            .ok()?;
+        let client = state.pool.get().await.ok()?;
         client.query_one("SELECT 1", &[]).await.ok()
     })
     .await

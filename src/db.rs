@@ -507,6 +507,11 @@ pub async fn connect(url: &str, role: &str) -> Result<Client, DbError> {
     open(&settings, role, None).await
 }
 
+/// [`connect`] with settings parsed before.
+pub async fn connect_with(settings: &Settings, role: &str) -> Result<Client, DbError> {
+    open(settings, role, None).await
+}
+
 /// [`connect`], but while the server cannot be reached or is still
 /// starting up, waits and tries again (saying so every few seconds)
 /// until `stop` fires. Errors that waiting cannot fix (a wrong password,

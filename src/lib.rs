@@ -17,6 +17,7 @@ pub mod health;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;
+pub mod pool;
 pub mod relay;
 pub mod route;
 pub mod socket;

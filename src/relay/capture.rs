@@ -20,6 +20,9 @@ use crate::source::replication::ReplicationSource;
 use crate::source::trigger::TriggerSource;
 use crate::source::{Ack, Batch, Source, SourceError};
 
+/// A capture session that lasted this long counts as a success.
+const STEADY: Duration = Duration::from_secs(30);
+
 /// Only the holder of this lock captures; the others deliver and wait.
 const CAPTURE_LOCK: i64 = 0x7761_6c68_6f6f_6b02;
 
@@ -64,7 +67,12 @@ pub async fn run(
 ) -> Result<(), CaptureError> {
     let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
+        let started = std::time::Instant::now();
         let result = lead(&url, &config, &wake, &state, &shutdown).await;
+        if started.elapsed() > STEADY {
+            // It ran for a while: a new outage starts from the shortest wait.
+            backoff.reset();
+        }
         state.leader.store(false, Ordering::Relaxed);
         metrics::gauge!("walhook_capture_leader").set(0.0);
         match result {

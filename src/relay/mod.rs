@@ -40,10 +40,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let stop = shutdown.child_token();
     let capture_state = Arc::new(CaptureState::default());
     let delivery_health = Arc::new(crate::health::StageHealth::default());
+    let status_pool = crate::pool::pool(&url, "status", 2)?;
     let admin = admin::serve(
         config.admin.listen,
         admin::AdminState {
-            database_url: url.clone(),
+            pool: status_pool.clone(),
             capture: capture_state.clone(),
             delivery: delivery_health.clone(),
         },
@@ -72,7 +73,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     let upkeep = tokio::spawn(maintenance::run(url.clone(), stop.clone()));
     let gauges = tokio::spawn(report_gauges(
-        url,
+        status_pool,
         config.capture.slot.clone(),
         stop.clone(),
     ));
@@ -149,40 +150,36 @@ async fn apply_capture_mode(client: &Client, mode: CaptureMode) -> anyhow::Resul
 
 /// Keeps `walhook_outbox_depth{state}` and the slot gauges current, and
 /// the histograms' memory bounded.
-async fn report_gauges(url: String, slot: String, stop: CancellationToken) {
-    let mut client: Option<Client> = None;
+async fn report_gauges(pool: crate::pool::Pool, slot: String, stop: CancellationToken) {
     let mut backoff = crate::backoff::Backoff::new();
     loop {
         crate::metrics::run_upkeep();
-        if client.as_ref().is_none_or(Client::is_closed) {
-            client = match db::connect(&url, "metrics").await {
-                Ok(c) => {
-                    backoff.reset();
-                    Some(c)
-                }
-                Err(error) => {
-                    debug!(%error, "the gauges cannot reach the database");
-                    if !backoff.wait(&stop).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-        }
-        if let Some(c) = &client {
-            match crate::status::queue_depth(c).await {
-                Ok(depth) => {
-                    for (state, count) in depth {
-                        metrics::gauge!("walhook_outbox_depth", "state" => state).set(count as f64);
-                    }
-                }
-                Err(error) => warn!(%error, "cannot read the outbox depth"),
+        let client = match pool.get().await {
+            Ok(client) => {
+                backoff.reset();
+                client
             }
-            if let Ok(Some((lag, confirmed))) = crate::status::slot_lag(c, &slot).await {
-                metrics::gauge!("walhook_replication_lag_bytes").set(lag as f64);
-                metrics::gauge!("walhook_replication_confirmed_lsn").set(confirmed as f64);
+            Err(error) => {
+                debug!(%error, "the gauges cannot reach the database");
+                if !backoff.wait(&stop).await {
+                    return;
+                }
+                continue;
             }
+        };
+        match crate::status::queue_depth(&client).await {
+            Ok(depth) => {
+                for (state, count) in depth {
+                    metrics::gauge!("walhook_outbox_depth", "state" => state).set(count as f64);
+                }
+            }
+            Err(error) => warn!(%error, "cannot read the outbox depth"),
         }
+        if let Ok(Some((lag, confirmed))) = crate::status::slot_lag(&client, &slot).await {
+            metrics::gauge!("walhook_replication_lag_bytes").set(lag as f64);
+            metrics::gauge!("walhook_replication_confirmed_lsn").set(confirmed as f64);
+        }
+        drop(client);
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(5)) => {}
