@@ -1095,7 +1095,21 @@ async fn stream_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::DurableConfirms;
+    use super::{silence_bound, DurableConfirms};
+    use std::time::Duration;
+
+    #[test]
+    fn a_quiet_stream_is_given_up_after_the_servers_own_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(silence_bound(Some(s(60))), s(60));
+        assert_eq!(silence_bound(Some(s(4))), s(4));
+        assert_eq!(silence_bound(None), s(60), "wal_sender_timeout = 0");
+        assert_eq!(
+            silence_bound(Some(Duration::from_millis(10))),
+            s(2),
+            "never shorter than a ping's round trip needs"
+        );
+    }
 
     #[test]
     fn a_confirm_waits_for_the_flush_to_pass_its_commit() {
