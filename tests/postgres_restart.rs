@@ -116,9 +116,20 @@ async fn restart_while_streaming(mode: CaptureMode, shutdown: &'static str) {
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicI32::new(1));
     let writer = spawn_writer(url.clone(), stop.clone(), next.clone());
-    // Changes are streaming when the restart comes.
     let before = receiver.wait_for(20, Duration::from_secs(30)).await.len();
     assert!(before >= 20, "delivering before the restart ({before})");
+    // The hardest moment: the last change was just written to the outbox
+    // and delivered, its confirm still waits for the WAL flush, and the
+    // server's shutdown terminates the connection that would see it.
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    let written = table_ids(&url).await.len();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while receiver.received().len() < written && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(url.clone(), stop.clone(), next.clone());
 
     let restarting = server.clone();
     let started = Instant::now();
