@@ -76,9 +76,28 @@ pub fn is_transient_error(error: &tokio_postgres::Error) -> bool {
             SqlState::QUERY_CANCELED,
         ]
         .contains(code),
-        // No SQLSTATE: the socket or the handshake failed.
-        None => error.as_db_error().is_none(),
+        // No SQLSTATE: waiting helps only if the connection itself broke
+        // (not a missing password, nor a certificate that does not verify).
+        None => error.is_closed() || is_transient_io(error),
     }
+}
+
+fn is_transient_io(error: &tokio_postgres::Error) -> bool {
+    use std::io::ErrorKind;
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::UnexpectedEof
+                    | ErrorKind::TimedOut
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::NotConnected
+            )
+        })
 }
 
 /// The driver's message names only the kind of failure ("error performing
