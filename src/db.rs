@@ -569,6 +569,9 @@ pub async fn connect_waiting(
 /// or claim, short enough that a stuck one is noticed.
 pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Connections whose statements may legitimately run long.
+const UNLIMITED_ROLES: &[&str] = &["migrate", "capture setup"];
+
 /// Beyond the statement timeout, how long an answer may take to arrive
 /// before the connection is taken for dead.
 pub const ANSWER_MARGIN: Duration = Duration::from_secs(5);
@@ -599,8 +602,9 @@ impl Settings {
             .unwrap_or(&Duration::from_secs(10));
         config.connect_timeout(connect_timeout);
         let keepalive = keepalive_of(&config);
-        // Migrations may rewrite large tables: no limit unless asked.
-        let limited = role != "migrate";
+        // Migrations may rewrite large tables, and creating a slot waits
+        // for the transactions running then: no limit unless asked.
+        let limited = !UNLIMITED_ROLES.contains(&role);
         let statement_timeout = statement_timeout_of(&mut config, limited)?;
         without_jit(&mut config);
         Ok(Settings {

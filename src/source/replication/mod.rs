@@ -167,8 +167,9 @@ impl ReplicationSource {
         let mut conn = ReplicationConnection::connect(database_url, "walhook capture")
             .await
             .map_err(|e| classify(e, &slot))?;
-        let system = conn
-            .identify_system()
+        // Each step is bounded: a connection that stops answering while it
+        // is set up would otherwise wait forever.
+        let system = within(SETUP_STEP, conn.identify_system())
             .await
             .map_err(|e| classify(e, &slot))?;
         info!(system_id = %system.system_id, timeline = %system.timeline, xlog_pos = %system.xlog_pos,
@@ -178,11 +179,18 @@ impl ReplicationSource {
                 .await
                 .map_err(|e| classify(e, &slot))?;
         }
-        let sender_timeout = conn
-            .sender_timeout()
+        let sender_timeout = within(SETUP_STEP, conn.sender_timeout())
             .await
             .map_err(|e| classify(e, &slot))?;
-        start_streaming(&mut conn, &slot, &config.publication).await?;
+        match tokio::time::timeout(
+            SETUP_STEP,
+            start_streaming(&mut conn, &slot, &config.publication),
+        )
+        .await
+        {
+            Ok(started) => started?,
+            Err(_) => return Err(setup_timed_out("START_REPLICATION")),
+        }
         let timing = StreamTiming {
             status_interval: options.status_interval,
             silence: silence_bound(sender_timeout),
@@ -866,8 +874,32 @@ async fn confirm_when_durable(
     }
 }
 
-/// How long closing waits for the last confirms.
-const CLOSE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a step of setting up the stream (IDENTIFY_SYSTEM, SHOW,
+/// START_REPLICATION) may take. Creating the slot is not bounded: it waits
+/// for the transactions running at that moment to end.
+const SETUP_STEP: Duration = Duration::from_secs(30);
+
+async fn within<T>(
+    bound: Duration,
+    step: impl std::future::Future<Output = Result<T, ConnError>>,
+) -> Result<T, ConnError> {
+    match tokio::time::timeout(bound, step).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnError::Source(setup_timed_out("a replication command"))),
+    }
+}
+
+fn setup_timed_out(what: &str) -> SourceError {
+    SourceError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} got no answer within {SETUP_STEP:?}; the replication connection is considered dead"),
+    ))
+}
+
+/// How long closing waits for the last confirms: longer than a busy
+/// server may take to flush, and than the default answer timeout, after
+/// which a connection that hangs has failed anyway.
+const CLOSE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// How often the ordinary connection is checked for having closed.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
