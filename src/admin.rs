@@ -1,5 +1,6 @@
-//! The admin endpoints: `/healthz` (is the relay up and its database
-//! reachable), `/metrics` (Prometheus) and the console at `/`.
+//! The admin endpoints: `/healthz` (is the relay up, its database
+//! reachable, capture and delivery working; 503 naming the stuck part
+//! otherwise), `/metrics` (Prometheus) and the console at `/`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,16 +12,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::health::StageHealth;
 use crate::relay::capture::CaptureState;
 
 #[derive(Clone)]
 pub struct AdminState {
-    pub database_url: String,
+    /// Connections for the health check (shared with the gauges).
+    pub pool: crate::pool::Pool,
     pub capture: Arc<CaptureState>,
+    pub delivery: Arc<StageHealth>,
     pub console: crate::console::Console,
 }
 
@@ -83,25 +86,25 @@ async fn healthz(State(state): State<AdminState>) -> Response {
         "standby"
     };
     let reachable = tokio::time::timeout(Duration::from_secs(2), async {
-        let client = crate::db::connect(&state.database_url, "health")
-            .await
-            .ok()?;
+        let client = state.pool.get().await.ok()?;
         client.query_one("SELECT 1", &[]).await.ok()
     })
     .await
     .ok()
     .flatten()
     .is_some();
-    let (status, verdict) = if reachable {
-        (StatusCode::OK, "ok")
+    let report = crate::health::report(
+        reachable,
+        capture,
+        state.capture.health.failure(),
+        state.delivery.failure(),
+    );
+    let status = if report.healthy {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({ "status": verdict, "capture": capture })),
-    )
-        .into_response()
+    (status, Json(report.body)).into_response()
 }
 
 async fn render_metrics(handle: Option<metrics_exporter_prometheus::PrometheusHandle>) -> Response {

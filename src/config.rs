@@ -229,7 +229,7 @@ impl Default for Config {
                 max_in_flight: 256,
                 max_in_flight_per_subscription: 32,
                 claim_batch: 256,
-                lease: Duration::from_secs(60),
+                lease: Duration::from_secs(10),
                 disable_after: Duration::from_secs(5 * 24 * 3600),
                 retention: Duration::from_secs(7 * 24 * 3600),
                 dead_retention: Duration::from_secs(30 * 24 * 3600),

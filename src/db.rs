@@ -1,7 +1,8 @@
-//! Connections to Postgres: the ordinary ones every stage uses, opened with
-//! the settings walhook relies on and a driver task that ends with them,
-//! and the TLS settings (`sslmode`, `sslrootcert`) they share with the
-//! replication connection.
+//! Connections to Postgres: the one place that owns connection settings.
+//! [`Settings`] parses the URL once (TLS, keepalives, timeouts); every
+//! ordinary connection is opened here with them, over a socket that cannot
+//! hang forever ([`crate::socket`]), with a driver task that ends with it.
+//! The replication connection uses the same settings and sockets.
 //!
 //! tokio-postgres understands only `sslmode=disable|prefer|require` and
 //! rejects `sslrootcert`, so those two parameters are taken out of the URL
@@ -21,9 +22,15 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::config::Host;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{Client, Config, GenericClient, NoTls, Socket, Statement};
+use tokio_postgres::{Client, Config, GenericClient, NoTls, Statement};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use crate::backoff::Backoff;
+use crate::socket::{Io, Keepalive, Watched};
 
 #[derive(Debug, Error)]
 pub enum DbError {
@@ -35,14 +42,29 @@ pub enum DbError {
     Tls(String),
     #[error("cannot connect to the database: {}", with_causes(.0))]
     Connect(tokio_postgres::Error),
-    #[error("cannot connect to the database at {target}: {}{hint}", with_causes(.error))]
-    ConnectTo {
-        target: String,
-        hint: &'static str,
-        error: tokio_postgres::Error,
-    },
     #[error("the database URL starts with {scheme}://, but walhook needs a Postgres URL: postgres://user:password@host:5432/database (or key=value settings such as host=localhost dbname=app)")]
     NotPostgres { scheme: String },
+    #[error("cannot reach the database at {host}: {source}{}", unreachable_hint(.source))]
+    Unreachable {
+        host: String,
+        source: std::io::Error,
+    },
+}
+
+impl DbError {
+    /// Whether waiting may help: the server is unreachable, starting up,
+    /// shutting down or restarting. A wrong password, a missing database
+    /// or a bad URL stay wrong.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Unreachable { .. } => true,
+            DbError::Connect(error) => is_transient_error(error),
+            DbError::BadUrl(_)
+            | DbError::BadTlsParameter(_)
+            | DbError::Tls(_)
+            | DbError::NotPostgres { .. } => false,
+        }
+    }
 }
 
 /// A driver error as one line: the server's message with its detail and
@@ -61,38 +83,51 @@ pub fn describe_error(error: &tokio_postgres::Error) -> String {
     text
 }
 
-/// Where a connection goes, as an operator would look for it: host:port
-/// pairs or socket directories.
-fn connect_target(config: &Config) -> String {
-    let ports = config.get_ports();
-    let targets: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(index, host)| {
-            let port = ports.get(index).or(ports.first()).copied().unwrap_or(5432);
-            match host {
-                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
-                tokio_postgres::config::Host::Unix(path) => {
-                    format!("{} (port {port})", path.display())
-                }
-            }
-        })
-        .collect();
-    if targets.is_empty() {
-        "the default host".to_owned()
-    } else {
-        targets.join(", ")
-    }
-}
-
 /// What to check when nothing answered.
-fn connect_hint(error: &tokio_postgres::Error) -> &'static str {
-    if with_causes(error).contains("Connection refused") {
+fn unreachable_hint(source: &std::io::Error) -> &'static str {
+    if source.kind() == std::io::ErrorKind::ConnectionRefused {
         "; is Postgres running there and listening on that address (listen_addresses, port)?"
     } else {
         ""
     }
+}
+
+/// A driver error that reconnecting may cure.
+pub fn is_transient_error(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    match error.code() {
+        Some(code) => [
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::QUERY_CANCELED,
+        ]
+        .contains(code),
+        // No SQLSTATE: waiting helps only if the connection itself broke
+        // (not a missing password, nor a certificate that does not verify).
+        None => error.is_closed() || is_transient_io(error),
+    }
+}
+
+fn is_transient_io(error: &tokio_postgres::Error) -> bool {
+    use std::io::ErrorKind;
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::UnexpectedEof
+                    | ErrorKind::TimedOut
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::NotConnected
+            )
+        })
 }
 
 /// The driver's message names only the kind of failure ("error performing
@@ -526,27 +561,193 @@ impl Statements {
     }
 }
 
-/// Opens a connection named `walhook <role>` in `pg_stat_activity`.
+/// Opens a connection named `walhook <role>` in `pg_stat_activity`, with
+/// the settings of [`Settings`].
 pub async fn connect(url: &str, role: &str) -> Result<Client, DbError> {
-    let (config, tls) = config_for(url, role)?;
-    if tls.mode == SslMode::Disable {
-        spawn_connection(&config, NoTls, role).await
-    } else {
-        let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls.client_config()?);
-        spawn_connection(&config, connector, role).await
+    let settings = Settings::for_role(url, role)?;
+    open(&settings, role, None).await
+}
+
+/// [`connect`] with settings parsed before.
+pub async fn connect_with(settings: &Settings, role: &str) -> Result<Client, DbError> {
+    open(settings, role, None).await
+}
+
+/// [`connect`], but while the server cannot be reached or is still
+/// starting up, waits and tries again (saying so every few seconds)
+/// until `stop` fires. Errors that waiting cannot fix (a wrong password,
+/// a missing database) are returned at once.
+pub async fn connect_waiting(
+    url: &str,
+    role: &str,
+    stop: &CancellationToken,
+) -> Result<Option<Client>, DbError> {
+    let mut backoff = Backoff::between(Duration::from_millis(250), Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    loop {
+        match connect(url, role).await {
+            Ok(client) => return Ok(Some(client)),
+            Err(error) if error.is_transient() => {
+                let delay = backoff.next_delay();
+                warn!(
+                    role,
+                    error = %error,
+                    waited_s = started.elapsed().as_secs(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "the database is not accepting connections yet; waiting for it"
+                );
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(None),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 
-/// The settings of every walhook connection: named `walhook <role>` in
-/// `pg_stat_activity`, a connect timeout, no JIT.
-fn config_for(url: &str, role: &str) -> Result<(Config, TlsSettings), DbError> {
-    let (mut config, tls) = parse_url_tls(url)?;
-    config.application_name(format!("walhook {role}"));
-    without_jit(&mut config);
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
+/// How long a statement may run on walhook's connections unless the URL's
+/// `options` set `statement_timeout`: enough for the largest outbox write
+/// or claim, short enough that a stuck one is noticed.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections whose statements may legitimately run long.
+const UNLIMITED_ROLES: &[&str] = &["migrate", "capture setup"];
+
+/// Beyond the statement timeout, how long an answer may take to arrive
+/// before the connection is taken for dead.
+pub const ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+/// The settings of one connection, parsed once from the URL: the driver's
+/// configuration, TLS, keepalives and the timeouts walhook adds where the
+/// URL sets none (`connect_timeout` 10 s, `keepalives_idle` 10 s,
+/// `keepalives_interval` 5 s, `keepalives_retries` 3, `tcp_user_timeout`
+/// 30 s, `-c statement_timeout=30s`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub tls: TlsSettings,
+    pub connect_timeout: Duration,
+    pub keepalive: Keepalive,
+    /// A request unanswered for this long ends the connection (`None`:
+    /// statements may run without limit, as migrations do).
+    pub stall: Option<Duration>,
+}
+
+impl Settings {
+    /// The settings of a connection named `walhook <role>`.
+    pub fn for_role(url: &str, role: &str) -> Result<Settings, DbError> {
+        let (mut config, tls) = parse_url_tls(url)?;
+        config.application_name(format!("walhook {role}"));
+        let connect_timeout = *config
+            .get_connect_timeout()
+            .unwrap_or(&Duration::from_secs(10));
+        config.connect_timeout(connect_timeout);
+        let keepalive = keepalive_of(&config);
+        // Migrations may rewrite large tables, and creating a slot waits
+        // for the transactions running then: no limit unless asked.
+        let limited = !UNLIMITED_ROLES.contains(&role);
+        let statement_timeout = statement_timeout_of(&mut config, limited)?;
+        without_jit(&mut config);
+        Ok(Settings {
+            config,
+            tls,
+            connect_timeout,
+            keepalive,
+            stall: statement_timeout
+                .filter(|t| !t.is_zero())
+                .map(|t| t + ANSWER_MARGIN),
+        })
     }
-    Ok((config, tls))
+}
+
+/// The URL's keepalive parameters where given, walhook's otherwise.
+fn keepalive_of(config: &Config) -> Keepalive {
+    let mut keepalive = Keepalive::default();
+    // tokio-postgres's own default idle time (2 h) means "not given".
+    if config.get_keepalives_idle() != Duration::from_secs(2 * 3600) {
+        keepalive.idle = config.get_keepalives_idle();
+    }
+    if let Some(interval) = config.get_keepalives_interval() {
+        keepalive.interval = interval;
+    }
+    if let Some(retries) = config.get_keepalives_retries() {
+        keepalive.retries = retries;
+    }
+    if let Some(timeout) = config.get_tcp_user_timeout() {
+        keepalive.user_timeout = *timeout;
+    }
+    keepalive
+}
+
+/// The statement timeout the URL's `options` set, or (when `limited`)
+/// walhook's default, added to the options.
+fn statement_timeout_of(config: &mut Config, limited: bool) -> Result<Option<Duration>, DbError> {
+    let options = config.get_options().unwrap_or("").to_owned();
+    if let Some(value) = option_value(&options, "statement_timeout") {
+        return parse_pg_duration(&value).map(Some).ok_or_else(|| {
+            DbError::BadTlsParameter(format!(
+                "statement_timeout '{value}' in the URL's options is not a duration; write e.g. -c statement_timeout=30s"
+            ))
+        });
+    }
+    if !limited {
+        return Ok(None);
+    }
+    let setting = format!(
+        "-c statement_timeout={}ms",
+        DEFAULT_STATEMENT_TIMEOUT.as_millis()
+    );
+    config.options(if options.trim().is_empty() {
+        setting
+    } else {
+        format!("{options} {setting}")
+    });
+    Ok(Some(DEFAULT_STATEMENT_TIMEOUT))
+}
+
+/// The value of `-c name=value` (or `--name=value`) in an options string.
+pub fn option_value(options: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    let mut words = options.split_whitespace();
+    let mut found = None;
+    while let Some(word) = words.next() {
+        let setting = if word == "-c" {
+            words.next().unwrap_or("")
+        } else if let Some(rest) = word.strip_prefix("-c") {
+            rest
+        } else if let Some(rest) = word.strip_prefix("--") {
+            rest
+        } else {
+            continue;
+        };
+        if let Some(value) = setting.strip_prefix(&prefix) {
+            // The last one wins, as in Postgres.
+            found = Some(value.to_owned());
+        }
+    }
+    found
+}
+
+/// A Postgres time setting as `SHOW` prints it or a user writes it:
+/// `30s`, `1min`, `500ms`, `2h`, `1d`, or a bare number of milliseconds.
+pub fn parse_pg_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "ms" => number / 1000.0,
+        "us" => number / 1_000_000.0,
+        "s" => number,
+        "min" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86400.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 /// walhook's statements are short and frequent: JIT compilation, which
@@ -560,73 +761,164 @@ fn without_jit(config: &mut Config) {
     config.options(options);
 }
 
-async fn spawn_connection<T>(config: &Config, tls: T, role: &str) -> Result<Client, DbError>
-where
-    T: MakeTlsConnect<Socket>,
-    T::Stream: Send + 'static,
-{
-    let (client, connection) = config
-        .connect(tls)
-        .await
-        .map_err(|error| DbError::ConnectTo {
-            target: connect_target(config),
-            hint: connect_hint(&error),
-            error,
-        })?;
-    let role = role.to_owned();
-    tokio::spawn(async move {
-        match connection.await {
-            Ok(()) => debug!(role, "database connection closed"),
-            Err(error) => warn!(role, error = %with_causes(&error), "database connection ended"),
+/// The stream a connection runs over.
+pub type Stream = Watched<Box<dyn Io>>;
+
+/// Opens a socket to the first host of the URL that answers.
+pub async fn open_socket(settings: &Settings) -> Result<(Box<dyn Io>, String), DbError> {
+    let config = &settings.config;
+    let hosts = if config.get_hosts().is_empty() {
+        vec![Host::Tcp("localhost".into())]
+    } else {
+        config.get_hosts().to_vec()
+    };
+    let mut last_error = None;
+    for (i, host) in hosts.iter().enumerate() {
+        let port = config
+            .get_ports()
+            .get(i)
+            .or(config.get_ports().first())
+            .copied()
+            .unwrap_or(5432);
+        let opened: Result<(Box<dyn Io>, String), std::io::Error> = match host {
+            Host::Tcp(name) => {
+                let address = config
+                    .get_hostaddrs()
+                    .get(i)
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| name.clone());
+                crate::socket::connect_tcp(
+                    address,
+                    port,
+                    settings.connect_timeout,
+                    settings.keepalive,
+                )
+                .await
+                .map(|s| (Box::new(s) as Box<dyn Io>, name.clone()))
+            }
+            #[cfg(unix)]
+            Host::Unix(dir) => {
+                crate::socket::connect_unix(dir.clone(), port, settings.connect_timeout)
+                    .await
+                    .map(|s| (Box::new(s) as Box<dyn Io>, String::new()))
+            }
+        };
+        match opened {
+            Ok(opened) => return Ok(opened),
+            Err(source) => {
+                last_error = Some(DbError::Unreachable {
+                    host: describe_host(host, port),
+                    source,
+                })
+            }
         }
-    });
-    Ok(client)
+    }
+    Err(last_error
+        .unwrap_or_else(|| DbError::BadTlsParameter("the database URL names no host".into())))
 }
 
-/// Notifications a listening connection receives.
-pub type Notifications = tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>;
-
-/// Opens a connection whose `NOTIFY` messages arrive on the returned
-/// channel; the caller issues `LISTEN` on the client.
-pub async fn connect_listening(url: &str, role: &str) -> Result<(Client, Notifications), DbError> {
-    let (config, tls) = config_for(url, role)?;
-    if tls.mode == SslMode::Disable {
-        spawn_listening(&config, NoTls, role).await
-    } else {
-        let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls.client_config()?);
-        spawn_listening(&config, connector, role).await
+fn describe_host(host: &Host, port: u16) -> String {
+    match host {
+        Host::Tcp(name) => format!("{name}:{port}"),
+        #[cfg(unix)]
+        Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
     }
 }
 
-async fn spawn_listening<T>(
-    config: &Config,
-    tls: T,
+/// Opens the connection; with `notifications`, its `NOTIFY` messages go
+/// there.
+async fn open(
+    settings: &Settings,
     role: &str,
-) -> Result<(Client, Notifications), DbError>
-where
-    T: MakeTlsConnect<Socket>,
-    T::Stream: Send + 'static,
+    notifications: Option<NotificationSender>,
+) -> Result<Client, DbError> {
+    let (socket, host) = open_socket(settings).await?;
+    // Without a statement timeout there is no bound on an answer either;
+    // a day is as good as none.
+    let stall = settings.stall.unwrap_or(Duration::from_secs(86400));
+    let stream = Watched::new(socket, stall);
+    let handshake = handshake(
+        settings,
+        stream,
+        host.clone(),
+        role.to_owned(),
+        notifications,
+    );
+    match tokio::time::timeout(settings.connect_timeout, handshake).await {
+        Ok(result) => result,
+        Err(_) => Err(DbError::Unreachable {
+            host,
+            source: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the server did not complete the connection within {:?}",
+                    settings.connect_timeout
+                ),
+            ),
+        }),
+    }
+}
+
+/// Startup, TLS and authentication over an open socket.
+async fn handshake(
+    settings: &Settings,
+    stream: Stream,
+    host: String,
+    role: String,
+    notifications: Option<NotificationSender>,
+) -> Result<Client, DbError> {
+    // Boxed as Send here: the driver's future, left inside the callers'
+    // futures, trips the compiler's proof that those are Send.
+    if settings.tls.mode == SslMode::Disable {
+        let connecting: Connecting<'_, _> = Box::pin(settings.config.connect_raw(stream, NoTls));
+        let (client, connection) = connecting.await.map_err(DbError::Connect)?;
+        drive(connection, role, notifications);
+        return Ok(client);
+    }
+    let mut make = tokio_postgres_rustls::MakeRustlsConnect::new(settings.tls.client_config()?);
+    let tls = MakeTlsConnect::<Stream>::make_tls_connect(&mut make, &host)
+        .map_err(|e| DbError::Tls(e.to_string()))?;
+    let connecting: Connecting<'_, _> = Box::pin(settings.config.connect_raw(stream, tls));
+    let (client, connection) = connecting.await.map_err(DbError::Connect)?;
+    drive(connection, role, notifications);
+    Ok(client)
+}
+
+type Connecting<'a, T> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    (Client, tokio_postgres::Connection<Stream, T>),
+                    tokio_postgres::Error,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
+type NotificationSender = tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>;
+
+/// Polls the connection in a task of its own until it ends, passing
+/// notifications on when someone listens.
+fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    role: String,
+    notifications: Option<NotificationSender>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures_util::StreamExt;
 
-    let (client, mut connection) =
-        config
-            .connect(tls)
-            .await
-            .map_err(|error| DbError::ConnectTo {
-                target: connect_target(config),
-                hint: connect_hint(&error),
-                error,
-            })?;
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-    let role = role.to_owned();
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
                 Ok(tokio_postgres::AsyncMessage::Notification(notification)) => {
-                    // The receiver may be gone during shutdown; nothing to do then.
-                    let _ = sender.send(notification);
+                    if let Some(sender) = &notifications {
+                        // The receiver may be gone during shutdown; nothing to do then.
+                        let _ = sender.send(notification);
+                    }
                 }
                 Ok(_) => {}
                 Err(error) => {
@@ -637,6 +929,17 @@ where
         }
         debug!(role, "database connection closed");
     });
+}
+
+/// Notifications a listening connection receives.
+pub type Notifications = tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::Notification>;
+
+/// Opens a connection whose `NOTIFY` messages arrive on the returned
+/// channel; the caller issues `LISTEN` on the client.
+pub async fn connect_listening(url: &str, role: &str) -> Result<(Client, Notifications), DbError> {
+    let settings = Settings::for_role(url, role)?;
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let client = open(&settings, role, Some(sender)).await?;
     Ok((client, receiver))
 }
 
@@ -656,6 +959,90 @@ mod tests {
         );
         assert!(parse_url("host=localhost password=a://b dbname=app").is_ok());
         assert!(parse_url("postgresql://u@localhost/app").is_ok());
+    }
+
+    #[test]
+    fn postgres_durations_are_read_in_their_units() {
+        let read = |t: &str| parse_pg_duration(t).map(|d| d.as_millis());
+        assert_eq!(read("1min"), Some(60_000));
+        assert_eq!(read("30s"), Some(30_000));
+        assert_eq!(read("500ms"), Some(500));
+        assert_eq!(read("2500"), Some(2500), "a bare number is milliseconds");
+        assert_eq!(read("2h"), Some(7_200_000));
+        assert_eq!(read("0"), Some(0));
+        assert_eq!(read("soon"), None);
+        assert_eq!(read("5 fortnights"), None);
+    }
+
+    #[test]
+    fn options_are_searched_for_a_setting() {
+        let options = "-c jit=off -c statement_timeout=5s --wal_sender_timeout=8s -cwork_mem=4MB";
+        assert_eq!(
+            option_value(options, "statement_timeout").as_deref(),
+            Some("5s")
+        );
+        assert_eq!(
+            option_value(options, "wal_sender_timeout").as_deref(),
+            Some("8s")
+        );
+        assert_eq!(option_value(options, "work_mem").as_deref(), Some("4MB"));
+        assert_eq!(option_value(options, "timeout"), None);
+    }
+
+    #[test]
+    fn every_relay_connection_gets_a_statement_timeout_and_keepalives() {
+        let settings =
+            Settings::for_role("postgres://u@h/db", "outbox").unwrap_or_else(|e| panic!("{e}"));
+        let options = settings.config.get_options().unwrap_or("");
+        assert!(options.contains("statement_timeout=30000ms"), "{options}");
+        assert!(options.contains("jit=off"), "{options}");
+        assert_eq!(
+            settings.stall,
+            Some(DEFAULT_STATEMENT_TIMEOUT + ANSWER_MARGIN)
+        );
+        assert_eq!(settings.keepalive, Keepalive::default());
+        assert_eq!(settings.connect_timeout, Duration::from_secs(10));
+        // Migrations may run long: no limit unless the URL asks for one.
+        let migrate =
+            Settings::for_role("postgres://u@h/db", "migrate").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(migrate.stall, None);
+    }
+
+    #[test]
+    fn the_url_overrides_the_timeouts() {
+        let url = "postgres://u@h/db?connect_timeout=2&keepalives_idle=4&keepalives_interval=1&keepalives_retries=2&tcp_user_timeout=6&options=-c%20statement_timeout%3D3s";
+        let settings = Settings::for_role(url, "outbox").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.stall, Some(Duration::from_secs(3) + ANSWER_MARGIN));
+        assert_eq!(settings.connect_timeout, Duration::from_secs(2));
+        assert_eq!(
+            settings.keepalive,
+            Keepalive {
+                idle: Duration::from_secs(4),
+                interval: Duration::from_secs(1),
+                retries: 2,
+                user_timeout: Duration::from_secs(6),
+            }
+        );
+        let options = settings.config.get_options().unwrap_or("");
+        assert_eq!(options.matches("statement_timeout").count(), 1, "{options}");
+        let bad = Settings::for_role(
+            "postgres://u@h/db?options=-c%20statement_timeout%3Dsoon",
+            "x",
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(bad.contains("statement_timeout 'soon'"), "{bad}");
+    }
+
+    #[test]
+    fn waiting_helps_only_where_the_server_is_away() {
+        let unreachable = DbError::Unreachable {
+            host: "h:5432".into(),
+            source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        };
+        assert!(unreachable.is_transient());
+        assert!(!DbError::BadTlsParameter("x".into()).is_transient());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! throwaway server and its directory are removed on every way out.
 
 mod cleanup;
-mod postgres;
+pub mod postgres;
 mod receiver;
 
 use std::path::PathBuf;

@@ -6,6 +6,7 @@
 //! transaction per batch, and [`deliver`] POSTs them.
 
 pub mod admin;
+pub mod backoff;
 pub mod catalog;
 pub mod change;
 pub mod config;
@@ -14,13 +15,16 @@ pub mod db;
 pub mod deliver;
 pub mod demo;
 pub mod event_type;
+pub mod health;
 pub mod healthcheck;
 pub mod inspect;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;
+pub mod pool;
 pub mod relay;
 pub mod route;
 pub mod setup;
+pub mod socket;
 pub mod source;
 pub mod status;

@@ -6,7 +6,9 @@
 //! - [`Deliverer::run`] claims due deliveries in batches with one
 //!   `FOR UPDATE SKIP LOCKED` statement under a lease, so any number of
 //!   relays share one outbox and a crashed relay's claims are taken over
-//!   when their lease runs out.
+//!   when their lease runs out. The lease is short and renewed while the
+//!   claim is held ([`lease`]), so that takes seconds, and a long request
+//!   of a live relay is never taken over.
 //! - A delivery is claimable only when no earlier delivery of the same row
 //!   (table + primary key) to the same subscription is still open: per
 //!   subscription, a row's events arrive in commit order even while one is
@@ -22,6 +24,7 @@
 //! signatures, the retry timing and the request itself.
 
 pub mod http;
+mod lease;
 mod prune;
 mod record;
 pub mod retry;
@@ -75,6 +78,12 @@ impl Deliverer {
         Ok(Deliverer {
             engine: worker::Engine::new(database_url, config, wake).await?,
         })
+    }
+
+    /// Claims that fail (and succeed again) are reported to `health`.
+    pub fn reporting_to(mut self, health: Arc<crate::health::StageHealth>) -> Deliverer {
+        self.engine.health = health;
+        self
     }
 
     /// Runs until `shutdown` fires, then stops claiming, lets in-flight

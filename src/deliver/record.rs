@@ -22,7 +22,8 @@ use tracing::{info, warn};
 
 use super::http::Outcome;
 use super::retry::{self, Plan};
-use super::worker::{Shared, Target, BACKOFF_MAX, BACKOFF_START};
+use super::worker::{Shared, Target};
+use crate::backoff::Backoff;
 use crate::config::DeliveryConfig;
 use crate::db::Statements;
 
@@ -119,7 +120,7 @@ pub(super) async fn run(
     let mut client: Option<Client> = None;
     let mut statements = Statements::default();
     let mut batch: Vec<Finished> = Vec::new();
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new();
     // Reconnection stops only when the process is killed: results are
     // never dropped while there is any chance to write them.
     let never = CancellationToken::new();
@@ -161,15 +162,15 @@ pub(super) async fn run(
                     .collect();
                 shared.release_held(&done);
                 batch.clear();
-                backoff = BACKOFF_START;
+                backoff.reset();
                 shared.kick.notify_one();
             }
             Err(error) => {
                 // A schema change can leave a prepared statement unusable.
                 statements = Statements::default();
-                warn!(%error, results = batch.len(), retry_in = ?backoff, "recording delivery results failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                let delay = backoff.next_delay();
+                warn!(%error, results = batch.len(), retry_in_ms = delay.as_millis() as u64, "recording delivery results failed");
+                tokio::time::sleep(delay).await;
             }
         }
     }

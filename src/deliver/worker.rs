@@ -20,7 +20,8 @@ use super::http::{ContentType, Destination, Message, Sender};
 use super::record::{self, Finished, Item};
 use super::retry::Plan;
 use super::sign::Secret;
-use super::{prune, DeliverError, NOTIFY_CHANNEL};
+use super::{lease, prune, DeliverError, NOTIFY_CHANNEL};
+use crate::backoff::Backoff;
 use crate::config::DeliveryConfig;
 use crate::db::Statements;
 
@@ -28,9 +29,9 @@ use crate::db::Statements;
 /// lapse is noticed at least this often.
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
-/// Reconnection backoff bounds.
-pub(super) const BACKOFF_START: Duration = Duration::from_millis(100);
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A listening connection is idle by nature: it is pinged this often, so
+/// that one that stopped answering is noticed and replaced.
+const LISTEN_PING: Duration = Duration::from_secs(10);
 
 /// Once the requests in flight at shutdown are done (or this long past the
 /// delivery timeout), the rest is released.
@@ -96,7 +97,7 @@ impl Shared {
         }
     }
 
-    fn held_snapshot(&self) -> Vec<(i64, i32)> {
+    pub fn held_snapshot(&self) -> Vec<(i64, i32)> {
         lock(&self.held)
             .iter()
             .map(|(id, attempt)| (*id, *attempt))
@@ -160,6 +161,7 @@ pub(super) struct Engine {
     sender: Sender,
     client: Client,
     statements: Statements,
+    pub health: Arc<crate::health::StageHealth>,
 }
 
 impl Engine {
@@ -177,6 +179,7 @@ impl Engine {
             sender,
             client,
             statements: Statements::default(),
+            health: Arc::default(),
         })
     }
 
@@ -192,6 +195,14 @@ impl Engine {
             finished,
         ));
         let listener = tokio::spawn(listen(self.url.clone(), shared.clone(), background.clone()));
+        // Renews until every claim is recorded or released, after the drain.
+        let renewing = CancellationToken::new();
+        let renewer = tokio::spawn(lease::run(
+            self.url.clone(),
+            self.config.lease,
+            shared.clone(),
+            renewing.clone(),
+        ));
         let pruner = tokio::spawn(prune::run(
             self.url.clone(),
             self.config.clone(),
@@ -212,6 +223,7 @@ impl Engine {
             if room > 0 {
                 match self.claim(&shared, room).await {
                     Ok(claimed) => {
+                        self.health.ok();
                         busy_with_more = claimed.len() >= room;
                         for job in group_into_requests(claimed) {
                             self.spawn_request(
@@ -226,6 +238,7 @@ impl Engine {
                     }
                     Err(error) => {
                         warn!(%error, "claiming deliveries failed");
+                        self.health.failing(&error);
                         self.recover(&shutdown).await;
                         continue;
                     }
@@ -276,6 +289,8 @@ impl Engine {
             recorder.abort();
         }
         let released = self.release(&shared).await;
+        renewing.cancel();
+        let _ = renewer.await;
         let _ = listener.await;
         let _ = pruner.await;
         info!(released, "delivery stopped");
@@ -342,7 +357,7 @@ impl Engine {
         // One transaction, so a connection lost before the payloads are read
         // leaves nothing claimed; its statements go out in two round trips.
         let client = &self.client;
-        let ahead = claim_ahead(self.config.lease, self.config.timeout);
+        let ahead = CLAIM_AHEAD;
         let claim_params: [&(dyn ToSql + Sync); 6] = [
             &limit,
             &lease,
@@ -554,7 +569,7 @@ impl Engine {
 /// the WAL flush: a claim or a result lost to a Postgres crash only means
 /// the delivery is sent again (same `webhook-id`), which at-least-once
 /// allows, and it spares two disk flushes per batch.
-async fn connect(url: &str, role: &str) -> Result<Client, crate::db::DbError> {
+pub(super) async fn connect(url: &str, role: &str) -> Result<Client, crate::db::DbError> {
     let client = crate::db::connect(url, role).await?;
     client
         .batch_execute(session_settings(role))
@@ -579,26 +594,26 @@ fn session_settings(role: &str) -> &'static str {
     }
 }
 
-/// Connects again, doubling the wait after each failure; `None` on shutdown.
+/// Connects again, backing off after each failure; `None` on shutdown.
 pub(super) async fn reconnect(
     url: &str,
     role: &str,
     shutdown: &CancellationToken,
 ) -> Option<Client> {
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new();
     loop {
         match connect(url, role).await {
             Ok(client) => {
                 debug!(role, "connected to the database");
                 return Some(client);
             }
-            Err(error) => warn!(role, %error, retry_in = ?backoff, "database unreachable"),
+            Err(error) => {
+                warn!(role, %error, failures = backoff.failures() + 1, "database unreachable")
+            }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(shutdown).await {
+            return None;
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -771,17 +786,15 @@ async fn send(
 /// connection of its own, polled here, because notifications arrive on the
 /// connection rather than as query results.
 async fn listen(url: String, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
         match listen_once(&url, &shared, &shutdown).await {
-            Ok(()) => backoff = BACKOFF_START,
-            Err(error) => warn!(%error, retry_in = ?backoff, "listening for new deliveries failed"),
+            Ok(()) => backoff.reset(),
+            Err(error) => warn!(%error, "listening for new deliveries failed"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -796,9 +809,14 @@ async fn listen_once(
         .await?;
     // Anything written while not listening is found by the next claim.
     shared.kick.notify_one();
+    let mut ping = tokio::time::interval(LISTEN_PING);
+    ping.tick().await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = ping.tick() => {
+                client.simple_query("").await?;
+            }
             message = notifications.recv() => match message {
                 Some(_) => shared.kick.notify_one(),
                 None => {
@@ -811,22 +829,13 @@ async fn listen_once(
     Ok(())
 }
 
-/// The most claimed ahead: four times the requests a subscription may have
+/// How far to claim ahead: four times the requests a subscription may have
 /// running. More gained little in measurements, and leaves a relay holding
-/// more than its share when several relays share the outbox.
-const MAX_CLAIM_AHEAD: i32 = 4;
-
-/// How many times its concurrency to claim for a subscription: as deep as
-/// the lease allows, so that a delivery waiting behind requests that each
-/// run to the timeout is still sent before its lease runs out.
-fn claim_ahead(lease: Duration, timeout: Duration) -> i32 {
-    if timeout.is_zero() {
-        return MAX_CLAIM_AHEAD;
-    }
-    let rounds = (lease.as_secs_f64() / timeout.as_secs_f64()).floor();
-    // The float-to-int cast saturates; the clamp bounds it either way.
-    (rounds as i32).clamp(1, MAX_CLAIM_AHEAD)
-}
+/// more than its share when several relays share the outbox. The lease
+/// does not limit it: a delivery waiting its turn in this process has its
+/// lease renewed like a running one ([`lease`]), however short the lease
+/// and however long the requests before it run.
+const CLAIM_AHEAD: i32 = 4;
 
 /// Due deliveries of active subscriptions, not held back by an earlier open
 /// delivery of the same row, within each subscription's room
@@ -930,17 +939,6 @@ WHERE d.id = u.id AND d.state = 'in_flight' AND d.attempts = u.attempt";
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn claims_reach_ahead_only_as_far_as_the_lease_covers() {
-        let s = Duration::from_secs;
-        assert_eq!(claim_ahead(s(60), s(10)), 4, "the defaults: capped");
-        assert_eq!(claim_ahead(s(30), s(10)), 3);
-        assert_eq!(claim_ahead(s(25), s(10)), 2);
-        assert_eq!(claim_ahead(s(10), s(10)), 1);
-        assert_eq!(claim_ahead(s(5), s(10)), 1, "never less than one round");
-        assert_eq!(claim_ahead(s(60), Duration::ZERO), 4);
-    }
 
     #[test]
     fn a_batch_id_is_stable_and_depends_on_its_events() {

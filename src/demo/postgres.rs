@@ -266,6 +266,38 @@ impl ThrowawayPostgres {
         &self.dir
     }
 
+    /// `pg_ctl restart -m <mode>` (`smart`, `fast` or `immediate`), waiting
+    /// at most `timeout_s` seconds for the server to stop and start again.
+    /// Blocking.
+    pub fn restart(&self, mode: &str, timeout_s: u32) -> Result<(), PostgresError> {
+        self.pg_ctl(&["-m", mode, "-t", &timeout_s.to_string(), "restart"])
+    }
+
+    /// Stops the server (`pg_ctl stop -m <mode>`) but keeps its directory,
+    /// for [`ThrowawayPostgres::start_again`]. Blocking.
+    pub fn halt(&self, mode: &str) -> Result<(), PostgresError> {
+        self.pg_ctl(&["-m", mode, "-t", "60", "stop"])
+    }
+
+    /// Starts a server stopped by [`ThrowawayPostgres::halt`]. Blocking.
+    pub fn start_again(&self) -> Result<(), PostgresError> {
+        self.pg_ctl(&["-t", "60", "start"])
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), PostgresError> {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let mut all: Vec<&std::ffi::OsStr> = vec![
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-w".as_ref(),
+        ];
+        all.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        self.run("pg_ctl", &all).map(|_| ())
+    }
+
     /// Stops the server and removes its directory; safe to call twice.
     /// Blocking. Connections still closing (a stopped relay's) get a few
     /// seconds to end on their own (smart shutdown), so none is cut off

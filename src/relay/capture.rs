@@ -12,12 +12,16 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::config::{CaptureConfig, CaptureMode};
 use crate::db;
 use crate::outbox::Outbox;
 use crate::source::replication::ReplicationSource;
 use crate::source::trigger::TriggerSource;
 use crate::source::{Ack, Batch, Source, SourceError};
+
+/// A capture session that lasted this long counts as a success.
+const STEADY: Duration = Duration::from_secs(30);
 
 /// Only the holder of this lock captures; the others deliver and wait.
 const CAPTURE_LOCK: i64 = 0x7761_6c68_6f6f_6b02;
@@ -26,6 +30,7 @@ const CAPTURE_LOCK: i64 = 0x7761_6c68_6f6f_6b02;
 #[derive(Debug, Default)]
 pub struct CaptureState {
     pub leader: AtomicBool,
+    pub health: crate::health::StageHealth,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,14 +67,20 @@ pub async fn run(
 ) -> Result<(), CaptureError> {
     let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
+        let started = std::time::Instant::now();
         let result = lead(&url, &config, &wake, &state, &shutdown).await;
+        if started.elapsed() > STEADY {
+            // It ran for a while: a new outage starts from the shortest wait.
+            backoff.reset();
+        }
         state.leader.store(false, Ordering::Relaxed);
         metrics::gauge!("walhook_capture_leader").set(0.0);
         match result {
             Ok(()) => backoff.reset(),
             Err(error) if error.is_retryable() => {
+                state.health.failing(&error);
                 let delay = backoff.next_delay();
-                warn!(%error, retry_in_ms = delay.as_millis() as u64, "capture interrupted; reconnecting");
+                warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "capture interrupted; reconnecting");
                 tokio::select! {
                     () = shutdown.cancelled() => {}
                     () = tokio::time::sleep(delay) => {}
@@ -90,6 +101,7 @@ async fn lead(
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
     let lock = db::connect(url, "capture lock").await?;
+    state.health.ok();
     if !wait_for_lock(&lock, shutdown).await? {
         return Ok(());
     }
@@ -190,51 +202,4 @@ pub(super) async fn pump<S: Source>(
         }
     }
     Ok(())
-}
-
-/// Exponential backoff from 100 ms to 10 s, for reconnects.
-#[derive(Debug)]
-pub struct Backoff {
-    current: Duration,
-}
-
-impl Backoff {
-    const START: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(10);
-
-    pub fn new() -> Backoff {
-        Backoff {
-            current: Backoff::START,
-        }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.current;
-        self.current = (self.current * 2).min(Backoff::MAX);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.current = Backoff::START;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap_and_resets() {
-        let mut backoff = Backoff::new();
-        let delays: Vec<u128> = (0..9).map(|_| backoff.next_delay().as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 6400, 10000, 10000]);
-        backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
-    }
 }

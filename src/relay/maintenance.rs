@@ -1,7 +1,8 @@
 //! Background upkeep: queues the rest of large replays chunk by chunk, one
 //! transaction per chunk, so a replay of a long range never holds many rows
 //! locked nor delays delivery until all of it is queued. (Pruning history
-//! past its retention lives with delivery, in `deliver::prune`.)
+//! past its retention lives with delivery, in `deliver::prune`.) While the
+//! database is away it reconnects with the common [`Backoff`].
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::db;
 
 /// Events one replay chunk goes through.
@@ -18,25 +20,45 @@ const REPLAY_CHUNK: i32 = 5000;
 pub async fn run(url: String, stop: CancellationToken) {
     let mut client: Option<Client> = None;
     let mut replay_wakeups = None;
+    let mut backoff = Backoff::new();
     loop {
         if client.as_ref().is_none_or(Client::is_closed) {
+            // A closed connection's wake-ups end at once: drop them with it.
+            replay_wakeups = None;
+            client = None;
             match connect(&url).await {
                 Ok((c, wakeups)) => {
                     client = Some(c);
                     replay_wakeups = Some(wakeups);
                 }
-                Err(error) => warn!(%error, "maintenance cannot connect; retrying"),
+                Err(error) => {
+                    warn!(%error, failures = backoff.failures() + 1, "maintenance cannot connect; retrying");
+                    if !backoff.wait(&stop).await {
+                        return;
+                    }
+                    continue;
+                }
             }
         }
         if let Some(c) = &client {
-            if let Err(error) = continue_replays(c, &stop).await {
-                warn!(%error, "replay chunk failed; will retry");
+            match continue_replays(c, &stop).await {
+                Ok(()) => backoff.reset(),
+                Err(error) => {
+                    warn!(%error, "replay chunk failed; will retry");
+                    if !backoff.wait(&stop).await {
+                        return;
+                    }
+                    continue;
+                }
             }
         }
         let wakeup = async {
             match replay_wakeups.as_mut() {
                 Some(w) => {
-                    w.recv().await;
+                    if w.recv().await.is_none() {
+                        // The connection ended; the sleep below paces the reconnect.
+                        std::future::pending::<()>().await;
+                    }
                 }
                 None => std::future::pending().await,
             }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::{admin, db, deliver, migrate};
@@ -24,7 +24,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let url = config.require_database_url()?.to_owned();
     // An admin server open to the network is refused before anything starts.
     let console = crate::console::Console::new(&url, &config.admin, &config.capture.slot)?;
-    let control = db::connect(&url, "control").await?;
+    // A database still starting (or restarting) is waited for; a wrong
+    // password or a missing database stops start-up here.
+    let Some(control) = db::connect_waiting(&url, "control", &shutdown).await? else {
+        return Ok(());
+    };
     migrate::require_current(&control).await?;
     forget_dropped_tables(&control).await?;
     crate::setup::set_up_capture(&control, &url, &config.capture).await?;
@@ -32,11 +36,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Stages stop on `stop`: on shutdown, or when one of them fails for good.
     let stop = shutdown.child_token();
     let capture_state = Arc::new(CaptureState::default());
+    let delivery_health = Arc::new(crate::health::StageHealth::default());
+    let status_pool = crate::pool::pool(&url, "status", 2)?;
     let admin = admin::serve(
         config.admin.listen,
         admin::AdminState {
-            database_url: url.clone(),
+            pool: status_pool.clone(),
             capture: capture_state.clone(),
+            delivery: delivery_health.clone(),
             console,
         },
         stop.clone(),
@@ -51,7 +58,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     info!(admin = %admin.local_addr, mode = %config.capture.mode, "walhook relay running");
 
     let wake = Arc::new(Notify::new());
-    let deliverer = deliver::Deliverer::new(&url, config.delivery.clone(), wake.clone()).await?;
+    let deliverer = deliver::Deliverer::new(&url, config.delivery.clone(), wake.clone())
+        .await?
+        .reporting_to(delivery_health);
     let mut delivery = tokio::spawn(deliverer.run(stop.clone()));
     let mut capture = tokio::spawn(capture::run(
         url.clone(),
@@ -62,7 +71,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     let upkeep = tokio::spawn(maintenance::run(url.clone(), stop.clone()));
     let gauges = tokio::spawn(report_gauges(
-        url,
+        status_pool,
         config.capture.slot.clone(),
         stop.clone(),
     ));
@@ -149,34 +158,46 @@ async fn forget_dropped_tables(client: &Client) -> anyhow::Result<()> {
 
 /// Keeps `walhook_outbox_depth{state}` and the slot gauges current, and
 /// the histograms' memory bounded.
-async fn report_gauges(url: String, slot: String, stop: CancellationToken) {
-    let mut client: Option<Client> = None;
+async fn report_gauges(pool: crate::pool::Pool, slot: String, stop: CancellationToken) {
+    let mut backoff = crate::backoff::Backoff::new();
     loop {
         crate::metrics::run_upkeep();
-        if client.as_ref().is_none_or(Client::is_closed) {
-            client = db::connect(&url, "metrics").await.ok();
-        }
-        if let Some(c) = &client {
-            match crate::status::queue_depth(c).await {
-                Ok(depth) => {
-                    for (state, count) in depth {
-                        metrics::gauge!("walhook_outbox_depth", "state" => state).set(count as f64);
-                    }
+        let client = match pool.get().await {
+            Ok(client) => {
+                backoff.reset();
+                client
+            }
+            Err(error) => {
+                debug!(%error, "the gauges cannot reach the database");
+                if !backoff.wait(&stop).await {
+                    return;
                 }
-                Err(error) => warn!(%error, "cannot read the outbox depth"),
+                continue;
             }
-            // New subscriptions' delivery series appear within one round.
-            match c.query("SELECT id FROM walhook.subscriptions", &[]).await {
-                Ok(rows) => rows
-                    .iter()
-                    .for_each(|row| crate::metrics::register_subscription(row.get(0))),
-                Err(error) => warn!(%error, "cannot read the subscriptions for the metrics"),
+        };
+        match crate::status::queue_depth(&client).await {
+            Ok(depth) => {
+                for (state, count) in depth {
+                    metrics::gauge!("walhook_outbox_depth", "state" => state).set(count as f64);
+                }
             }
-            if let Ok(Some((lag, confirmed))) = crate::status::slot_lag(c, &slot).await {
-                metrics::gauge!("walhook_replication_lag_bytes").set(lag as f64);
-                metrics::gauge!("walhook_replication_confirmed_lsn").set(confirmed as f64);
-            }
+            Err(error) => warn!(%error, "cannot read the outbox depth"),
         }
+        // New subscriptions' delivery series appear within one round.
+        match client
+            .query("SELECT id FROM walhook.subscriptions", &[])
+            .await
+        {
+            Ok(rows) => rows
+                .iter()
+                .for_each(|row| crate::metrics::register_subscription(row.get(0))),
+            Err(error) => warn!(%error, "cannot read the subscriptions for the metrics"),
+        }
+        if let Ok(Some((lag, confirmed))) = crate::status::slot_lag(&client, &slot).await {
+            metrics::gauge!("walhook_replication_lag_bytes").set(lag as f64);
+            metrics::gauge!("walhook_replication_confirmed_lsn").set(confirmed as f64);
+        }
+        drop(client);
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(5)) => {}

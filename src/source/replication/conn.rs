@@ -12,7 +12,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
 use postgres_protocol::message::{backend, frontend};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_postgres::config::Host;
 use tracing::{debug, info};
 
@@ -147,11 +146,16 @@ impl ReplicationConnection {
         url: &str,
         application_name: &str,
     ) -> Result<ReplicationConnection, ConnError> {
+        let settings =
+            db::Settings::for_role(url, "capture").map_err(|e| ConnError::Source(e.into()))?;
+        // The URL's own options (not the statement timeout ordinary
+        // connections get), then the pinned ones, which must win.
         let (config, tls) = db::parse_url_tls(url).map_err(|e| ConnError::Source(e.into()))?;
-        let timeout = config
-            .get_connect_timeout()
-            .copied()
-            .unwrap_or(Duration::from_secs(10));
+        let options = match config.get_options() {
+            Some(given) if !given.trim().is_empty() => format!("{given} {PINNED_OPTIONS}"),
+            _ => PINNED_OPTIONS.to_owned(),
+        };
+        let timeout = settings.connect_timeout;
         let user = config
             .get_user()
             .map(str::to_owned)
@@ -176,7 +180,7 @@ impl ReplicationConnection {
                 .or(config.get_ports().first())
                 .copied()
                 .unwrap_or(5432);
-            let attempt = tokio::time::timeout(timeout, open(host, port, &tls)).await;
+            let attempt = tokio::time::timeout(timeout, open(host, port, &tls, &settings)).await;
             let stream = match attempt {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
@@ -195,8 +199,21 @@ impl ReplicationConnection {
                 read: BytesMut::with_capacity(8192),
                 write: BytesMut::new(),
             };
-            conn.startup(&user, &database, password.as_deref(), application_name)
-                .await?;
+            let startup = conn.startup(
+                &user,
+                &database,
+                password.as_deref(),
+                application_name,
+                &options,
+            );
+            match tokio::time::timeout(timeout, startup).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(protocol(format!(
+                        "the server at {host:?} port {port} did not complete the connection within {timeout:?}"
+                    )))
+                }
+            }
             debug!(?host, port, user, database, "replication connection open");
             return Ok(conn);
         }
@@ -209,6 +226,7 @@ impl ReplicationConnection {
         database: &str,
         password: Option<&[u8]>,
         application_name: &str,
+        options: &str,
     ) -> Result<(), ConnError> {
         let params = [
             ("user", user),
@@ -216,7 +234,7 @@ impl ReplicationConnection {
             ("replication", "database"),
             ("application_name", application_name),
             ("client_encoding", "UTF8"),
-            ("options", PINNED_OPTIONS),
+            ("options", options),
         ];
         frontend::startup_message(params.iter().copied(), &mut self.write)?;
         self.flush().await?;
@@ -379,6 +397,20 @@ impl ReplicationConnection {
         }
     }
 
+    /// The server's `wal_sender_timeout` (`None` when disabled): it drops
+    /// a client silent for that long, and pings one silent for half of it.
+    pub async fn sender_timeout(&mut self) -> Result<Option<Duration>, ConnError> {
+        let rows = self.simple_query("SHOW wal_sender_timeout").await?;
+        let text = rows
+            .into_iter()
+            .next()
+            .and_then(|row| row.into_iter().next().flatten())
+            .ok_or_else(|| protocol("SHOW wal_sender_timeout returned nothing"))?;
+        let timeout = db::parse_pg_duration(&text)
+            .ok_or_else(|| protocol(format!("wal_sender_timeout '{text}' is not a duration")))?;
+        Ok(Some(timeout).filter(|t| !t.is_zero()))
+    }
+
     pub async fn identify_system(&mut self) -> Result<SystemId, ConnError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
         let row = rows
@@ -485,17 +517,23 @@ async fn open(
     host: &Host,
     port: u16,
     tls: &db::TlsSettings,
+    settings: &db::Settings,
 ) -> Result<Pin<Box<dyn Io>>, ConnError> {
     match host {
         #[cfg(unix)]
         Host::Unix(dir) => {
-            let path = dir.join(format!(".s.PGSQL.{port}"));
-            let stream = tokio::net::UnixStream::connect(&path).await?;
+            let stream =
+                crate::socket::connect_unix(dir.clone(), port, settings.connect_timeout).await?;
             Ok(Box::pin(stream))
         }
         Host::Tcp(name) => {
-            let mut stream = TcpStream::connect((name.as_str(), port)).await?;
-            stream.set_nodelay(true)?;
+            let mut stream = crate::socket::connect_tcp(
+                name.clone(),
+                port,
+                settings.connect_timeout,
+                settings.keepalive,
+            )
+            .await?;
             if tls.mode == SslMode::Disable {
                 return Ok(Box::pin(stream));
             }

@@ -117,6 +117,10 @@ pub struct ReplicationSource {
     catalog: Catalog,
     items: mpsc::Receiver<Result<StreamItem, SourceError>>,
     stop: CancellationToken,
+    /// Fires when the ordinary connection closed (terminated by an
+    /// administrator or a shutdown): the stream must then end at once, or
+    /// the server's shutdown waits for confirms that cannot come.
+    lost: CancellationToken,
     stream_task: Option<JoinHandle<()>>,
     committed: Option<mpsc::UnboundedSender<u64>>,
     durable_task: Option<JoinHandle<()>>,
@@ -163,8 +167,9 @@ impl ReplicationSource {
         let mut conn = ReplicationConnection::connect(database_url, "walhook capture")
             .await
             .map_err(|e| classify(e, &slot))?;
-        let system = conn
-            .identify_system()
+        // Each step is bounded: a connection that stops answering while it
+        // is set up would otherwise wait forever.
+        let system = within(SETUP_STEP, conn.identify_system())
             .await
             .map_err(|e| classify(e, &slot))?;
         info!(system_id = %system.system_id, timeline = %system.timeline, xlog_pos = %system.xlog_pos,
@@ -174,7 +179,23 @@ impl ReplicationSource {
                 .await
                 .map_err(|e| classify(e, &slot))?;
         }
-        start_streaming(&mut conn, &slot, &config.publication).await?;
+        let sender_timeout = within(SETUP_STEP, conn.sender_timeout())
+            .await
+            .map_err(|e| classify(e, &slot))?;
+        match tokio::time::timeout(
+            SETUP_STEP,
+            start_streaming(&mut conn, &slot, &config.publication),
+        )
+        .await
+        {
+            Ok(started) => started?,
+            Err(_) => return Err(setup_timed_out("START_REPLICATION")),
+        }
+        let timing = StreamTiming {
+            status_interval: options.status_interval,
+            silence: silence_bound(sender_timeout),
+        };
+        debug!(slot, silence = ?timing.silence, "replication stream watched for silence");
 
         let client = Arc::new(client);
         let shared = Arc::new(Shared {
@@ -188,7 +209,7 @@ impl ReplicationSource {
             sender,
             shared.clone(),
             stop.clone(),
-            options.status_interval,
+            timing,
             slot.clone(),
         ));
         tokio::spawn(heartbeat(
@@ -196,6 +217,8 @@ impl ReplicationSource {
             options.heartbeat_interval,
             stop.clone(),
         ));
+        let lost = CancellationToken::new();
+        tokio::spawn(watch_connection(client.clone(), lost.clone(), stop.clone()));
         let (committed, committed_rx) = mpsc::unbounded_channel();
         let durable_task = tokio::spawn(confirm_when_durable(
             client.clone(),
@@ -209,6 +232,7 @@ impl ReplicationSource {
             catalog,
             items,
             stop,
+            lost,
             stream_task: Some(stream_task),
             committed: Some(committed),
             durable_task: Some(durable_task),
@@ -240,8 +264,16 @@ impl ReplicationSource {
     pub async fn close(mut self) {
         // Closing the channel makes the watcher flush and confirm the rest.
         drop(self.committed.take());
-        if let Some(task) = self.durable_task.take() {
-            let _ = task.await;
+        if let Some(mut task) = self.durable_task.take() {
+            // A dead or hanging connection must not hold the close up: what
+            // it could not confirm is simply read again next time.
+            if self.lost.is_cancelled()
+                || tokio::time::timeout(CLOSE_CONFIRM_TIMEOUT, &mut task)
+                    .await
+                    .is_err()
+            {
+                task.abort();
+            }
         }
         self.stop.cancel();
         if let Some(task) = self.stream_task.take() {
@@ -284,6 +316,7 @@ impl ReplicationSource {
                 Err(_) => tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(None),
+                _ = self.lost.cancelled() => return Err(connection_lost()),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
                 item = self.items.recv() => item,
                 },
@@ -859,6 +892,59 @@ async fn confirm_when_durable(
     }
 }
 
+/// The longest a step of setting up the stream (IDENTIFY_SYSTEM, SHOW,
+/// START_REPLICATION) may take. Creating the slot is not bounded: it waits
+/// for the transactions running at that moment to end.
+const SETUP_STEP: Duration = Duration::from_secs(30);
+
+async fn within<T>(
+    bound: Duration,
+    step: impl std::future::Future<Output = Result<T, ConnError>>,
+) -> Result<T, ConnError> {
+    match tokio::time::timeout(bound, step).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnError::Source(setup_timed_out("a replication command"))),
+    }
+}
+
+fn setup_timed_out(what: &str) -> SourceError {
+    SourceError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} got no answer within {SETUP_STEP:?}; the replication connection is considered dead"),
+    ))
+}
+
+/// How long closing waits for the last confirms: longer than a busy
+/// server may take to flush, and than the default answer timeout, after
+/// which a connection that hangs has failed anyway.
+const CLOSE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// How often the ordinary connection is checked for having closed.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Fires `lost` once the connection closed.
+async fn watch_connection(client: Arc<Client>, lost: CancellationToken, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if client.is_closed() {
+            lost.cancel();
+            return;
+        }
+    }
+}
+
+fn connection_lost() -> SourceError {
+    SourceError::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "the capture's database connection closed (terminated, or the server is shutting down); \
+         closing the replication stream so the server is not held up",
+    ))
+}
+
 async fn wal_positions(client: &Client) -> Result<(u64, u64), tokio_postgres::Error> {
     let row = client
         .query_one(
@@ -905,24 +991,29 @@ async fn run_stream(
     items: mpsc::Sender<Result<StreamItem, SourceError>>,
     shared: Arc<Shared>,
     stop: CancellationToken,
-    status_interval: Duration,
+    timing: StreamTiming,
     slot: String,
 ) {
     let mut received = 0u64;
-    let result = stream_loop(
-        &mut conn,
-        &items,
-        &shared,
-        &stop,
-        status_interval,
-        &mut received,
-    )
-    .await;
+    let result = stream_loop(&mut conn, &items, &shared, &stop, &timing, &mut received).await;
     match result {
         Ok(()) => {
-            // Last word: the confirmed position, then a clean goodbye.
-            let _ = send_status(&mut conn, received, &shared).await;
-            conn.terminate().await;
+            // Last word: the confirmed position (only what the outbox
+            // holds durably), then a clean goodbye.
+            let goodbye = async {
+                let _ = send_status(&mut conn, received, &shared, false).await;
+                conn.terminate().await;
+            };
+            // A server that stopped reading must not hold the close up.
+            if tokio::time::timeout(GOODBYE_TIMEOUT, goodbye)
+                .await
+                .is_err()
+            {
+                debug!(
+                    slot,
+                    "the server did not take the goodbye; connection dropped"
+                );
+            }
             debug!(slot, "replication stream closed");
         }
         Err(error) => {
@@ -933,10 +1024,32 @@ async fn run_stream(
     }
 }
 
+/// How long the last status update and the goodbye may take.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// When the stream task speaks without being asked, and how long a silent
+/// server is waited for.
+#[derive(Debug, Clone, Copy)]
+struct StreamTiming {
+    status_interval: Duration,
+    /// No message for this long and the connection is taken for dead; at
+    /// half of it the server is asked to answer.
+    silence: Duration,
+}
+
+/// The bound on the server's silence: its `wal_sender_timeout` (after
+/// which it drops us anyway), or a minute when it has none.
+fn silence_bound(sender_timeout: Option<Duration>) -> Duration {
+    sender_timeout
+        .unwrap_or(Duration::from_secs(60))
+        .max(Duration::from_secs(2))
+}
+
 async fn send_status(
     conn: &mut ReplicationConnection,
     received: u64,
     shared: &Shared,
+    reply: bool,
 ) -> Result<(), ConnError> {
     let flush = shared.flush.load(Ordering::SeqCst);
     let write = received.max(flush);
@@ -945,8 +1058,19 @@ async fn send_status(
         flush,
         flush,
         Utc::now(),
+        reply,
     ))
     .await
+}
+
+fn silent_for(silence: Duration) -> ConnError {
+    ConnError::Source(SourceError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "the server sent nothing for {silence:?} (wal_sender_timeout), not even after a ping; \
+             the replication connection is considered dead"
+        ),
+    )))
 }
 
 async fn stream_loop(
@@ -954,20 +1078,32 @@ async fn stream_loop(
     items: &mpsc::Sender<Result<StreamItem, SourceError>>,
     shared: &Shared,
     stop: &CancellationToken,
-    status_interval: Duration,
+    timing: &StreamTiming,
     received: &mut u64,
 ) -> Result<(), ConnError> {
-    let mut status = tokio::time::interval(status_interval);
+    let mut status = tokio::time::interval(timing.status_interval);
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let decode_error =
         |e: pgoutput::DecodeError| ConnError::Source(SourceError::Protocol(e.to_string()));
+    let mut heard = Instant::now();
+    let mut pinged = false;
     loop {
         let data = tokio::select! {
+            biased;
             _ = stop.cancelled() => return Ok(()),
-            _ = shared.notify.notified() => { send_status(conn, *received, shared).await?; continue }
-            _ = status.tick() => { send_status(conn, *received, shared).await?; continue }
+            _ = shared.notify.notified() => { send_status(conn, *received, shared, false).await?; continue }
+            _ = status.tick() => { send_status(conn, *received, shared, false).await?; continue }
             data = conn.next_copy_data() => data?,
+            _ = tokio::time::sleep_until(heard + timing.silence / 2), if !pinged => {
+                debug!("the replication stream is quiet; asking the server to answer");
+                send_status(conn, *received, shared, true).await?;
+                pinged = true;
+                continue;
+            }
+            _ = tokio::time::sleep_until(heard + timing.silence) => return Err(silent_for(timing.silence)),
         };
+        heard = Instant::now();
+        pinged = false;
         match pgoutput::decode_server_message(data).map_err(decode_error)? {
             ServerMessage::Keepalive {
                 wal_end,
@@ -975,7 +1111,7 @@ async fn stream_loop(
             } => {
                 *received = (*received).max(wal_end);
                 if reply_requested {
-                    send_status(conn, *received, shared).await?;
+                    send_status(conn, *received, shared, false).await?;
                 }
                 // Only a hint for idle progress: dropped when the queue is full.
                 let _ = items.try_send(Ok(StreamItem::Keepalive { wal_end }));
@@ -992,10 +1128,12 @@ async fn stream_loop(
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(()),
                         permit = items.reserve() => break permit,
-                        _ = shared.notify.notified() => send_status(conn, *received, shared).await?,
-                        _ = status.tick() => send_status(conn, *received, shared).await?,
+                        _ = shared.notify.notified() => send_status(conn, *received, shared, false).await?,
+                        _ = status.tick() => send_status(conn, *received, shared, false).await?,
                     }
                 };
+                // Not reading meanwhile was our choice, not the server's silence.
+                heard = Instant::now();
                 match permit {
                     Ok(permit) => permit.send(Ok(StreamItem::Data { wal_start, message })),
                     Err(_) => return Ok(()),
@@ -1007,7 +1145,21 @@ async fn stream_loop(
 
 #[cfg(test)]
 mod tests {
-    use super::DurableConfirms;
+    use super::{silence_bound, DurableConfirms};
+    use std::time::Duration;
+
+    #[test]
+    fn a_quiet_stream_is_given_up_after_the_servers_own_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(silence_bound(Some(s(60))), s(60));
+        assert_eq!(silence_bound(Some(s(4))), s(4));
+        assert_eq!(silence_bound(None), s(60), "wal_sender_timeout = 0");
+        assert_eq!(
+            silence_bound(Some(Duration::from_millis(10))),
+            s(2),
+            "never shorter than a ping's round trip needs"
+        );
+    }
 
     #[test]
     fn a_confirm_waits_for_the_flush_to_pass_its_commit() {

@@ -78,15 +78,21 @@ pub fn decode_server_message(data: Bytes) -> Result<ServerMessage, DecodeError> 
 
 /// The standby status update: how far the client has written, flushed and
 /// applied. The slot's confirmed position follows `flush`.
-pub fn standby_status_update(write: u64, flush: u64, apply: u64, now: DateTime<Utc>) -> Bytes {
+/// `reply` asks the server to answer at once: a ping on a silent stream.
+pub fn standby_status_update(
+    write: u64,
+    flush: u64,
+    apply: u64,
+    now: DateTime<Utc>,
+    reply: bool,
+) -> Bytes {
     let mut buf = BytesMut::with_capacity(34);
     buf.put_u8(b'r');
     buf.put_u64(write);
     buf.put_u64(flush);
     buf.put_u64(apply);
     buf.put_i64(to_pg_time(now));
-    // Never ask the server to answer: its keepalives come anyway.
-    buf.put_u8(0);
+    buf.put_u8(u8::from(reply));
     buf.freeze()
 }
 
@@ -561,9 +567,12 @@ pub(crate) mod tests {
 
     #[test]
     fn standby_status_update_layout() {
-        let update = standby_status_update(1, 2, 3, pg_time(4));
+        let update = standby_status_update(1, 2, 3, pg_time(4), false);
         let want = Wire::new(b'r').u64(1).u64(2).u64(3).i64(4).u8(0).bytes();
         assert_eq!(update, want);
+        let ping = standby_status_update(1, 2, 3, pg_time(4), true);
+        let want = Wire::new(b'r').u64(1).u64(2).u64(3).i64(4).u8(1).bytes();
+        assert_eq!(ping, want);
     }
 
     #[test]
