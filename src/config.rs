@@ -673,10 +673,10 @@ mod tests {
 
     #[test]
     fn the_admin_token_is_never_printed() {
-        let config = parse("[admin]\ntoken = \"hunter2-token\"\n").unwrap_or_default();
+        let config = parse("[admin]\ntoken = \"hunter2-token-of-24-chars\"\n").unwrap_or_default();
         assert_eq!(
             config.admin.token.as_ref().map(Secret::expose),
-            Some("hunter2-token")
+            Some("hunter2-token-of-24-chars")
         );
         assert!(!format!("{config:?}").contains("hunter2"));
     }

@@ -77,7 +77,7 @@ fn a_refused_connection_names_host_and_port() {
 
 #[test]
 fn a_missing_config_file_is_said_once() {
-    let (ok, text) = run(walhook().args(["--config", "/nonexistent/walhook.toml", "status"]));
+    let (ok, text) = run(walhook().args(["status", "--config", "/nonexistent/walhook.toml"]));
     assert!(!ok);
     assert_eq!(
         text.matches("No such file or directory").count(),
@@ -108,9 +108,9 @@ async fn a_role_without_replication_is_told_what_to_do() {
     let (ok, text) = tokio::task::spawn_blocking(move || {
         run(walhook()
             .env("DATABASE_URL", &url)
+            .arg("run")
             .arg("--config")
-            .arg(&path)
-            .arg("run"))
+            .arg(&path))
     })
     .await
     .expect("walhook ran");
