@@ -12,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod deliver;
 pub mod demo;
+pub mod event_catalog;
 pub mod metrics;
 pub mod migrate;
 pub mod outbox;

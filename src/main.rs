@@ -1,4 +1,4 @@
-//! The `walhook` command line: migrate, run, demo, status.
+//! The `walhook` command line: migrate, run, demo, status, catalog.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +74,23 @@ enum Command {
     Demo(DemoArgs),
     /// Outbox depth by state, capture lag, failing subscriptions
     Status,
+    /// Print the event catalog: every event type with its payload schema
+    Catalog(CatalogArgs),
+}
+
+#[derive(Debug, Args)]
+struct CatalogArgs {
+    /// json-schema (one object: event type -> payload schema), asyncapi (an
+    /// AsyncAPI 3.0 document) or markdown
+    #[arg(long, value_enum, default_value_t = CatalogFormat::Markdown)]
+    format: CatalogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CatalogFormat {
+    JsonSchema,
+    Asyncapi,
+    Markdown,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +166,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             walhook::demo::run(config, shutdown, args.exit_after).await
         }
         Command::Status => status(&config).await,
+        Command::Catalog(args) => catalog(&config, args.format).await,
     }
 }
 
@@ -175,6 +193,27 @@ async fn status(config: &Config) -> anyhow::Result<()> {
         .await
         .context("reading status")?;
     print!("{report}");
+    Ok(())
+}
+
+async fn catalog(config: &Config, format: CatalogFormat) -> anyhow::Result<()> {
+    use walhook::event_catalog;
+    let url = config.require_database_url()?;
+    let client = walhook::db::connect(url, "catalog").await?;
+    walhook::migrate::require_current(&client).await?;
+    let catalog = event_catalog::load(&client)
+        .await
+        .context("reading walhook.event_types")?;
+    let text = match format {
+        CatalogFormat::JsonSchema => {
+            serde_json::to_string_pretty(&event_catalog::json_schemas(&catalog))? + "\n"
+        }
+        CatalogFormat::Asyncapi => {
+            serde_json::to_string_pretty(&event_catalog::asyncapi::document(&catalog))? + "\n"
+        }
+        CatalogFormat::Markdown => event_catalog::markdown::document(&catalog),
+    };
+    print!("{text}");
     Ok(())
 }
 

@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_statement_cascades.sql"),
     migration!(6, "0006_claim_in_place.sql"),
     migration!(7, "0007_byte_order_keys.sql"),
+    migration!(12, "0012_backfill_and_event_catalog.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`

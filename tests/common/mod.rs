@@ -2,6 +2,8 @@
 //! receivers on 127.0.0.1 that record what they get.
 #![allow(dead_code)]
 
+pub mod event_catalog;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

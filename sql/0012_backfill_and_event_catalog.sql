@@ -1,0 +1,202 @@
+-- The event catalog (walhook.event_types: every watched table's event
+-- types with the JSON Schema of their payload) and backfills (a table's
+-- existing rows sent as `read` events, interleaved with live changes).
+
+-- The event type of an action on a table: `orders.update`, or
+-- `audit.log.update` outside `public`. The one place SQL spells event
+-- types; the relay's is `RowChange::event_type`.
+CREATE FUNCTION walhook.event_type_of(rel regclass, action text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN n.nspname = 'public' THEN c.relname::text
+                ELSE n.nspname::text || '.' || c.relname::text END || '.' || action
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.oid = rel
+$$;
+
+-- Patterns may name the `read` action of backfills too.
+CREATE OR REPLACE FUNCTION walhook.valid_event_patterns(patterns text[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT cardinality(patterns) > 0
+       AND NOT EXISTS (
+           SELECT 1 FROM unnest(patterns) AS p
+           WHERE p IS NULL
+              OR p !~ '^(\*|[^.[:space:]]+(\.[^.[:space:]]+)?\.(insert|update|delete|truncate|read|\*))$')
+$$;
+
+-- The JSON Schema of a base type's values, by the type's name: the
+-- mapping of `walhook::change::value` (a test compares the two for every
+-- type of the database).
+CREATE FUNCTION walhook.base_type_json_schema(type_name text) RETURNS json
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN type_name IN ('int2', 'int4', 'int8', 'oid', 'xid', 'xid8', 'cid')
+            THEN '{"type": "integer"}'
+        WHEN type_name IN ('float4', 'float8')
+            THEN '{"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}'
+        WHEN type_name = 'bool' THEN '{"type": "boolean"}'
+        WHEN type_name IN ('json', 'jsonb') THEN '{}'
+        WHEN type_name = 'timestamptz'
+            THEN '{"anyOf": [{"type": "string", "format": "date-time"}, {"enum": ["infinity", "-infinity"]}]}'
+        WHEN type_name = 'timestamp'
+            THEN '{"type": "string", "description": "ISO 8601 date and time without offset"}'
+        WHEN type_name = 'date'
+            THEN '{"anyOf": [{"type": "string", "format": "date"}, {"enum": ["infinity", "-infinity"]}]}'
+        WHEN type_name = 'bytea' THEN '{"type": "string", "contentEncoding": "base64"}'
+        WHEN type_name = 'numeric'
+            THEN '{"type": "string", "description": "exact decimal, or NaN, Infinity, -Infinity"}'
+        WHEN type_name = 'interval' THEN '{"type": "string", "format": "duration"}'
+        WHEN type_name = 'uuid' THEN '{"type": "string", "format": "uuid"}'
+        ELSE '{"type": "string"}'
+    END::json
+$$;
+
+-- The JSON Schema of a type's values: domains as their base type, arrays
+-- as arrays (nested, with NULLs), enums by their labels, composites as
+-- objects; anything else as the text Postgres prints.
+CREATE FUNCTION walhook.type_json_schema(type_oid oid, depth integer DEFAULT 0) RETURNS json
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+DECLARE
+    t record;
+BEGIN
+    SELECT ty.oid, ty.typname::text AS name, ty.typtype, ty.typcategory, ty.typelem, ty.typbasetype,
+           ty.typrelid, ty.typnamespace
+    INTO t FROM pg_type ty WHERE ty.oid = type_oid;
+    IF NOT FOUND OR depth >= 32 THEN
+        RETURN '{"type": "string"}'::json;
+    END IF;
+    IF t.typtype = 'd' THEN
+        RETURN walhook.type_json_schema(t.typbasetype, depth + 1);
+    ELSIF t.typtype = 'b' AND t.typcategory = 'A' AND t.typelem <> 0 THEN
+        RETURN json_build_object('type', 'array', 'items', json_build_object('anyOf', json_build_array(
+            walhook.type_json_schema(t.typelem, depth + 1), '{"type": "null"}'::json, '{"type": "array"}'::json)));
+    ELSIF t.typtype = 'b' THEN
+        RETURN walhook.base_type_json_schema(t.name);
+    ELSIF t.typtype = 'e' THEN
+        RETURN json_build_object('type', 'string', 'enum',
+            coalesce((SELECT json_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+                      FROM pg_enum e WHERE e.enumtypid = t.oid), '[]'::json));
+    ELSIF t.typtype = 'c'
+          AND t.typnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) THEN
+        RETURN json_build_object('type', 'object', 'properties',
+            coalesce((SELECT json_object_agg(a.attname::text, json_build_object('anyOf', json_build_array(
+                                 walhook.type_json_schema(a.atttypid, depth + 1), '{"type": "null"}'::json))
+                                 ORDER BY a.attnum)
+                      FROM pg_attribute a
+                      WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped), '{}'::json));
+    END IF;
+    RETURN '{"type": "string"}'::json;
+END $$;
+
+-- One column's schema: its type's, described by its SQL type, and
+-- nullable unless the column is NOT NULL (or `nullable` says so anyway).
+CREATE FUNCTION walhook.column_json_schema(type_oid oid, typmod integer, not_null boolean,
+                                           nullable boolean DEFAULT false) RETURNS json
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN not_null AND NOT nullable
+                THEN json_build_object('description', format_type(type_oid, typmod),
+                                       'allOf', json_build_array(walhook.type_json_schema(type_oid)))
+                ELSE json_build_object('description', format_type(type_oid, typmod),
+                                       'anyOf', json_build_array(walhook.type_json_schema(type_oid),
+                                                                 '{"type": "null"}'::json))
+           END
+$$;
+
+-- A row of `rel` as an event carries it: its columns in table order.
+-- `complete`: every column is present (`record`; an `old_record` holds
+-- only the key when the table is not watched with full row images).
+CREATE FUNCTION walhook.row_json_schema(rel regclass, complete boolean) RETURNS json
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT json_build_object(
+        'type', 'object',
+        'properties', coalesce(json_object_agg(a.attname::text,
+                                   walhook.column_json_schema(a.atttypid, a.atttypmod, a.attnotnull)
+                                   ORDER BY a.attnum), '{}'::json),
+        'required', CASE WHEN complete THEN coalesce(json_agg(a.attname::text ORDER BY a.attnum), '[]'::json)
+                         ELSE '[]'::json END)
+    FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
+-- `changes` of an update: for each changed column its old and new value.
+CREATE FUNCTION walhook.changes_json_schema(rel regclass) RETURNS json
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT json_build_object(
+        'type', 'object',
+        'properties', coalesce(json_object_agg(a.attname::text, json_build_object(
+                                   'type', 'object',
+                                   'required', json_build_array('old', 'new'),
+                                   'properties', json_build_object(
+                                       'old', walhook.column_json_schema(a.atttypid, a.atttypmod, a.attnotnull, true),
+                                       'new', walhook.column_json_schema(a.atttypid, a.atttypmod, a.attnotnull)))
+                                   ORDER BY a.attnum), '{}'::json))
+    FROM pg_attribute a
+    WHERE a.attrelid = rel AND a.attnum > 0 AND NOT a.attisdropped
+$$;
+
+-- The JSON Schema (2020-12) of the event of `action` on `rel`, exactly as
+-- docs/events.md describes the event.
+CREATE FUNCTION walhook.event_json_schema(rel regclass, action text) RETURNS json
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+DECLARE
+    null_schema constant json := '{"type": "null"}';
+    schema_name text;
+    table_name text;
+    record_schema json := null_schema;
+    old_schema json := null_schema;
+    changes_schema json := null_schema;
+BEGIN
+    SELECT n.nspname::text, c.relname::text INTO schema_name, table_name
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+    IF action IN ('insert', 'update', 'read') THEN
+        record_schema := walhook.row_json_schema(rel, true);
+    END IF;
+    IF action = 'update' THEN
+        -- Without an old row image (the key did not change and the table
+        -- is not watched with full images) both are null.
+        old_schema := json_build_object('anyOf', json_build_array(walhook.row_json_schema(rel, false), null_schema));
+        changes_schema := json_build_object('anyOf', json_build_array(walhook.changes_json_schema(rel), null_schema));
+    ELSIF action = 'delete' THEN
+        old_schema := walhook.row_json_schema(rel, false);
+    END IF;
+    RETURN json_build_object(
+        '$schema', 'https://json-schema.org/draft/2020-12/schema',
+        'title', walhook.event_type_of(rel, action),
+        'description', format('The %s event of table %I.%I', action, schema_name, table_name),
+        'type', 'object',
+        'required', json_build_array('id', 'type', 'schema', 'table', 'action', 'record', 'old_record',
+                                     'changes', 'actor', 'txid', 'lsn', 'committed_at'),
+        'properties', json_build_object(
+            'id', json_build_object('type', 'string', 'pattern', '^evt_[0-9A-HJKMNP-TV-Z]{26}$',
+                                    'description', 'stable event id, also the webhook-id header'),
+            'type', json_build_object('const', walhook.event_type_of(rel, action)),
+            'schema', json_build_object('const', schema_name),
+            'table', json_build_object('const', table_name),
+            'action', json_build_object('const', action),
+            'record', record_schema,
+            'old_record', old_schema,
+            'changes', changes_schema,
+            'actor', json_build_object('type', json_build_array('string', 'null')),
+            'txid', json_build_object('type', 'integer', 'minimum', 0),
+            'lsn', json_build_object('type', json_build_array('string', 'null'),
+                                     'pattern', '^[0-9A-F]+/[0-9A-F]+$'),
+            'committed_at', json_build_object('type', 'string', 'format', 'date-time')));
+END $$;
+
+-- The event catalog: every event type of every watched table, the JSON
+-- Schema of its payload, and the subscriptions whose patterns match it.
+-- Built from the system catalogs on every read, so a column added to a
+-- watched table is in it at once.
+CREATE VIEW walhook.event_types AS
+SELECT walhook.event_type_of(w.relid, a.action) AS event_type,
+       n.nspname::text AS schema_name,
+       c.relname::text AS table_name,
+       a.action,
+       walhook.event_json_schema(w.relid, a.action) AS payload_schema,
+       ARRAY(SELECT s.id FROM walhook.subscriptions s
+             WHERE walhook.event_matches(walhook.event_type_of(w.relid, a.action), s.events)
+             ORDER BY s.id) AS subscriptions
+FROM walhook.watched w
+JOIN pg_class c ON c.oid = w.relid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN unnest(ARRAY['insert', 'update', 'delete', 'truncate', 'read']) WITH ORDINALITY AS a(action, position)
+ORDER BY n.nspname, c.relname, a.position;
