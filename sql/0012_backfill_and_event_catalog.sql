@@ -200,3 +200,130 @@ JOIN pg_class c ON c.oid = w.relid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN unnest(ARRAY['insert', 'update', 'delete', 'truncate', 'read']) WITH ORDINALITY AS a(action, position)
 ORDER BY n.nspname, c.relname, a.position;
+
+-- Backfills: a table's existing rows sent as `read` events. The relay
+-- that captures reads them in primary-key order, a chunk at a time, each
+-- chunk in a statement of its own, and records here after every chunk how
+-- far it got: a relay that stops resumes after the last chunk it wrote.
+CREATE TABLE walhook.backfill_jobs (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    relid           oid NOT NULL,
+    table_name      text NOT NULL,
+    subscription_id bigint,
+    chunk_size      integer NOT NULL
+        CONSTRAINT backfill_chunk_size_in_range CHECK (chunk_size BETWEEN 1 AND 100000),
+    state           text NOT NULL DEFAULT 'pending'
+        CONSTRAINT backfill_state_known CHECK (state IN ('pending', 'running', 'done', 'cancelled', 'failed')),
+    -- the primary key values (as text) of the last row done; NULL before the first chunk
+    last_key        text[],
+    rows_done       bigint NOT NULL DEFAULT 0,
+    rows_sent       bigint NOT NULL DEFAULT 0,
+    rows_estimated  bigint,
+    error           text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz
+);
+
+-- Each backfill: its table, subscription (NULL: every subscription whose
+-- patterns match `<table>.read`), progress and rate.
+CREATE VIEW walhook.backfills AS
+SELECT b.id,
+       b.table_name,
+       b.subscription_id,
+       b.state,
+       b.rows_done,
+       b.rows_sent,
+       b.rows_estimated,
+       CASE WHEN b.started_at IS NOT NULL
+                 AND coalesce(b.finished_at, b.updated_at) > b.started_at
+            THEN round((b.rows_done / extract(epoch FROM coalesce(b.finished_at, b.updated_at) - b.started_at))::numeric, 1)
+       END AS rows_per_second,
+       b.chunk_size,
+       b.error,
+       b.created_at,
+       b.started_at,
+       b.finished_at
+FROM walhook.backfill_jobs b
+ORDER BY b.id;
+
+-- Starts a backfill of `table_name`; returns its id. A running relay
+-- begins at once (the capturing one sends the reads).
+CREATE FUNCTION walhook.backfill(table_name text, subscription_id bigint DEFAULT NULL,
+                                 chunk_size integer DEFAULT 1000) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    rel regclass := to_regclass(table_name);
+    estimate real;
+    new_id bigint;
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'walhook.backfill: table "%" does not exist', table_name
+            USING ERRCODE = 'undefined_table',
+                  HINT = 'Name an existing table, schema-qualified when it is not on the search_path, e.g. walhook.backfill(''public.orders'').';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM walhook.watched w WHERE w.relid = rel) THEN
+        RAISE EXCEPTION 'walhook.backfill: % is not watched', rel
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A backfill interleaves the existing rows with the table''s live changes, which walhook sees only for watched tables.',
+                  HINT = format('SELECT walhook.watch(%L) first.', rel::text);
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = rel AND i.indisprimary) THEN
+        RAISE EXCEPTION 'walhook.backfill: % has no primary key', rel
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A backfill reads rows in primary-key order, a chunk at a time, and tells a read row from a changed one by its key; without a key it could do neither.',
+                  HINT = 'Add a primary key to the table, then start the backfill again.';
+    END IF;
+    IF subscription_id IS NOT NULL THEN
+        PERFORM walhook.require_subscription(subscription_id, 'walhook.backfill');
+    END IF;
+    IF chunk_size IS NULL OR chunk_size NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'walhook.backfill: chunk_size must be between 1 and 100000, not %', chunk_size
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The default, 1000, reads 1000 rows per statement.';
+    END IF;
+    SELECT c.reltuples INTO estimate FROM pg_class c WHERE c.oid = rel;
+    INSERT INTO walhook.backfill_jobs (relid, table_name, subscription_id, chunk_size, rows_estimated)
+    VALUES (rel, rel::text, backfill.subscription_id, backfill.chunk_size,
+            CASE WHEN estimate >= 0 THEN estimate::bigint END)
+    RETURNING id INTO new_id;
+    PERFORM pg_notify('walhook_backfills', new_id::text);
+    RETURN new_id;
+END $$;
+
+-- Stops a backfill that is pending or running; what it sent stays sent.
+CREATE FUNCTION walhook.cancel_backfill(id bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    current_state text;
+BEGIN
+    SELECT b.state INTO current_state FROM walhook.backfill_jobs b WHERE b.id = cancel_backfill.id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'walhook.cancel_backfill: there is no backfill with id %', cancel_backfill.id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'SELECT * FROM walhook.backfills lists them.';
+    END IF;
+    IF current_state IN ('pending', 'running') THEN
+        UPDATE walhook.backfill_jobs b SET state = 'cancelled', finished_at = now(), updated_at = now()
+        WHERE b.id = cancel_backfill.id;
+    ELSE
+        RAISE NOTICE 'walhook.cancel_backfill: backfill % is already %', cancel_backfill.id, current_state;
+    END IF;
+END $$;
+
+-- A backfill's high watermark, committed in its own transaction after a
+-- chunk was read: in the change stream, every change committed before it
+-- comes before it. Replication capture reads it as a logical message;
+-- trigger capture as a row of walhook.capture, ordered by capture id.
+CREATE FUNCTION walhook.backfill_watermark(token text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF walhook.capture_mode() = 'trigger' THEN
+        INSERT INTO walhook.capture (relid, schema_name, table_name, action, record)
+        VALUES (0, 'walhook', 'watermark', 'watermark', ARRAY[token]);
+        PERFORM pg_notify('walhook_capture', '');
+    ELSE
+        PERFORM pg_logical_emit_message(true, 'walhook.watermark', token);
+    END IF;
+END $$;

@@ -22,6 +22,7 @@ pub const KNOWN_ENV: &[&str] = &[
     "WALHOOK_RETRY_SCHEDULE",
     "WALHOOK_DELIVERY_TIMEOUT",
     "WALHOOK_ADMIN_LISTEN",
+    "WALHOOK_BACKFILL_MAX_ROWS_PER_SECOND",
     "WALHOOK_LOG",
 ];
 
@@ -38,6 +39,18 @@ pub enum ConfigError {
     Invalid { setting: String, message: String },
     #[error("unknown environment variable {name}; walhook reads {known}")]
     UnknownEnv { name: String, known: String },
+}
+
+/// A backfill rate limit: a positive number.
+fn rows_per_second(rate: f64, setting: &str) -> Result<f64, ConfigError> {
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err(invalid(
+            setting,
+            format!("must be a positive number of rows per second, not {rate}; leave it out for no limit"),
+        ))
+    }
 }
 
 fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
@@ -141,6 +154,14 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub delivery: DeliveryConfig,
     pub admin: AdminConfig,
+    pub backfill: BackfillConfig,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BackfillConfig {
+    /// Rows a backfill reads per second at most; `None`: as fast as
+    /// delivery takes them.
+    pub max_rows_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +238,7 @@ impl Default for Config {
             admin: AdminConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
             },
+            backfill: BackfillConfig::default(),
         }
     }
 }
@@ -245,6 +267,14 @@ struct FileConfig {
     delivery: FileDelivery,
     #[serde(default)]
     admin: FileAdmin,
+    #[serde(default)]
+    backfill: FileBackfill,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBackfill {
+    max_rows_per_second: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -294,6 +324,18 @@ impl Config {
         let mut config = Config::default();
         config.apply_file(file)?;
         config.apply_overrides(overrides)?;
+        if let Ok(rate) = std::env::var("WALHOOK_BACKFILL_MAX_ROWS_PER_SECOND") {
+            let rate = rate.trim().parse::<f64>().map_err(|_| {
+                invalid(
+                    "WALHOOK_BACKFILL_MAX_ROWS_PER_SECOND",
+                    format!("'{rate}' is not a number of rows per second"),
+                )
+            })?;
+            config.backfill.max_rows_per_second = Some(rows_per_second(
+                rate,
+                "WALHOOK_BACKFILL_MAX_ROWS_PER_SECOND",
+            )?);
+        }
         Ok(config)
     }
 
@@ -383,6 +425,10 @@ impl Config {
         )?;
         if let Some(listen) = file.admin.listen {
             self.admin.listen = parse_listen(&listen, "admin.listen")?;
+        }
+        if let Some(rate) = file.backfill.max_rows_per_second {
+            self.backfill.max_rows_per_second =
+                Some(rows_per_second(rate, "backfill.max_rows_per_second")?);
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! transaction per batch, and [`deliver`] POSTs them.
 
 pub mod admin;
+pub mod backfill;
 pub mod catalog;
 pub mod change;
 pub mod config;

@@ -202,6 +202,7 @@ pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
             let _ = writeln!(out, "{line}");
         }
     }
+    out.push_str(&crate::backfill::status(client).await?);
     Ok(out)
 }
 
