@@ -171,13 +171,18 @@ async fn run_job(
     let mut limit = RateLimit::new(config.max_rows_per_second);
     let mut unsent: VecDeque<Vec<String>> = VecDeque::new();
     while !shutdown.is_cancelled() {
-        let Some((last_key, rows_done)) = progress(client, job.id).await? else {
+        let Some((last_key, rows_done, watched)) = progress(client, job.id).await? else {
             info!(
                 backfill = job.id,
                 "backfill stopped (cancelled or finished)"
             );
             return Ok(());
         };
+        if !watched {
+            // Its live changes are no longer captured: reads could not be
+            // interleaved with them.
+            return fail(client, job, "the table is no longer watched").await;
+        }
         catalog.forget_table(job.relid);
         let table = match catalog.table(client, job.relid).await? {
             Some(table) if !table.key_columns.is_empty() => table,
@@ -262,18 +267,21 @@ async fn run_job(
     Ok(())
 }
 
-/// The last key done and the rows done, while the backfill runs.
+/// The last key done, the rows done and whether the table is still
+/// watched, while the backfill runs.
 async fn progress(
     client: &Client,
     id: i64,
-) -> Result<Option<(Option<Vec<String>>, i64)>, tokio_postgres::Error> {
+) -> Result<Option<(Option<Vec<String>>, i64, bool)>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT last_key, rows_done FROM walhook.backfill_jobs WHERE id = $1 AND state = 'running'",
+            "SELECT b.last_key, b.rows_done,
+                    EXISTS (SELECT 1 FROM walhook.watched w WHERE w.relid::oid = b.relid)
+             FROM walhook.backfill_jobs b WHERE b.id = $1 AND b.state = 'running'",
             &[&id],
         )
         .await?;
-    Ok(row.map(|row| (row.get(0), row.get(1))))
+    Ok(row.map(|row| (row.get(0), row.get(1), row.get(2))))
 }
 
 /// Reads not yet sent once to an active subscription.
