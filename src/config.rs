@@ -41,14 +41,16 @@ pub enum ConfigError {
     UnknownEnv { name: String, known: String },
 }
 
-/// A backfill rate limit: a positive number.
-fn rows_per_second(rate: f64, setting: &str) -> Result<f64, ConfigError> {
-    if rate.is_finite() && rate > 0.0 {
-        Ok(rate)
+/// A backfill rate limit: a positive number, or 0 for none.
+fn rows_per_second(rate: f64, setting: &str) -> Result<Option<f64>, ConfigError> {
+    if rate == 0.0 {
+        Ok(None)
+    } else if rate.is_finite() && rate > 0.0 {
+        Ok(Some(rate))
     } else {
         Err(invalid(
             setting,
-            format!("must be a positive number of rows per second, not {rate}; leave it out for no limit"),
+            format!("must be a positive number of rows per second, or 0 for no limit, not {rate}"),
         ))
     }
 }
@@ -159,8 +161,8 @@ pub struct Config {
 
 #[derive(Debug, Clone, Default)]
 pub struct BackfillConfig {
-    /// Rows a backfill reads per second at most; `None`: as fast as
-    /// delivery takes them.
+    /// Rows a backfill reads per second at most; `None` (0 in the file):
+    /// as fast as delivery takes them.
     pub max_rows_per_second: Option<f64>,
 }
 
@@ -331,10 +333,8 @@ impl Config {
                     format!("'{rate}' is not a number of rows per second"),
                 )
             })?;
-            config.backfill.max_rows_per_second = Some(rows_per_second(
-                rate,
-                "WALHOOK_BACKFILL_MAX_ROWS_PER_SECOND",
-            )?);
+            config.backfill.max_rows_per_second =
+                rows_per_second(rate, "WALHOOK_BACKFILL_MAX_ROWS_PER_SECOND")?;
         }
         Ok(config)
     }
@@ -428,7 +428,7 @@ impl Config {
         }
         if let Some(rate) = file.backfill.max_rows_per_second {
             self.backfill.max_rows_per_second =
-                Some(rows_per_second(rate, "backfill.max_rows_per_second")?);
+                rows_per_second(rate, "backfill.max_rows_per_second")?;
         }
         Ok(())
     }
@@ -603,6 +603,19 @@ mod tests {
             err.contains("delivery.retry_schedule") && err.contains("soon"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_backfill_rate_is_positive_or_zero_for_none() {
+        let limited = parse("[backfill]\nmax_rows_per_second = 2500\n").unwrap_or_default();
+        assert_eq!(limited.backfill.max_rows_per_second, Some(2500.0));
+        let unlimited = parse("[backfill]\nmax_rows_per_second = 0\n").unwrap_or_default();
+        assert_eq!(unlimited.backfill.max_rows_per_second, None);
+        let err = parse("[backfill]\nmax_rows_per_second = -5\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backfill.max_rows_per_second"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ const FILE_STRUCTS: &[(&str, &str)] = &[
     ("FileCapture", "capture"),
     ("FileDelivery", "delivery"),
     ("FileAdmin", "admin"),
+    ("FileBackfill", "backfill"),
 ];
 
 /// Keys whose environment variable and flag DESIGN.md fixes.
