@@ -14,7 +14,7 @@
 //! last chunk written; a chunk may then be sent again.
 //!
 //! Live traffic goes first: reads are due a little later than live changes
-//! (the outbox's `READ_DELAY_MS`), at most two chunks of reads wait unsent
+//! (the outbox's `READ_DELAY_MS`), at most four chunks of reads wait unsent
 //! at a time, and `backfill.max_rows_per_second` caps the rate.
 
 pub mod chunk;
@@ -41,7 +41,7 @@ use window::{Chunk, Emitted, Ready, Windows};
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Chunks of reads that may wait unsent at once.
-const CHUNKS_AHEAD: usize = 2;
+const CHUNKS_AHEAD: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
@@ -196,7 +196,7 @@ async fn run_job(
             if unsent_count(client, &unsent[0]).await? == 0 {
                 unsent.pop_front();
             } else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         let keys = chunk::key_types(client, &table).await?;
