@@ -42,6 +42,20 @@ pub enum ConfigError {
     UnknownEnv { name: String, known: String },
 }
 
+/// A backfill rate limit: a positive number, or 0 for none.
+fn rows_per_second(rate: f64, setting: &str) -> Result<Option<f64>, ConfigError> {
+    if rate == 0.0 {
+        Ok(None)
+    } else if rate.is_finite() && rate > 0.0 {
+        Ok(Some(rate))
+    } else {
+        Err(invalid(
+            setting,
+            format!("must be a positive number of rows per second, or 0 for no limit, not {rate}"),
+        ))
+    }
+}
+
 fn invalid(setting: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         setting: setting.to_owned(),
@@ -143,6 +157,14 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub delivery: DeliveryConfig,
     pub admin: AdminConfig,
+    pub backfill: BackfillConfig,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BackfillConfig {
+    /// Rows a backfill reads per second at most; `None` (0 in the file):
+    /// as fast as delivery takes them.
+    pub max_rows_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +260,7 @@ impl Default for Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9750)),
                 token: None,
             },
+            backfill: BackfillConfig::default(),
         }
     }
 }
@@ -257,6 +280,22 @@ struct FileConfig {
     delivery: FileDelivery,
     #[serde(default)]
     admin: FileAdmin,
+    #[serde(default)]
+    backfill: FileBackfill,
+}
+
+/// The `[backfill]` section.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackfill {
+    /// Rows a backfill reads per second at most, 0 for no limit (file key backfill.max_rows_per_second)
+    #[arg(
+        id = "backfill.max_rows_per_second",
+        long = "backfill-max-rows-per-second",
+        env = "WALHOOK_BACKFILL_MAX_ROWS_PER_SECOND",
+        value_name = "ROWS"
+    )]
+    pub max_rows_per_second: Option<f64>,
 }
 
 /// The `[capture]` section; its flags are those of `run`, `migrate` and `demo`.
@@ -462,6 +501,10 @@ impl Config {
         if let Some(token) = file.admin.token {
             self.admin.token = Some(Secret(admin_token(token, "admin.token")?));
         }
+        if let Some(rate) = file.backfill.max_rows_per_second {
+            self.backfill.max_rows_per_second =
+                rows_per_second(rate, "backfill.max_rows_per_second")?;
+        }
         Ok(())
     }
 
@@ -473,6 +516,7 @@ impl Config {
             capture: o.capture.clone(),
             delivery: o.delivery.clone(),
             admin: o.admin.clone(),
+            backfill: o.backfill.clone(),
         };
         self.apply_file(as_file).map_err(|error| match error {
             ConfigError::Invalid { setting, message } => ConfigError::Invalid {
@@ -644,6 +688,19 @@ mod tests {
             err.contains("delivery.retry_schedule") && err.contains("soon"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_backfill_rate_is_positive_or_zero_for_none() {
+        let limited = parse("[backfill]\nmax_rows_per_second = 2500\n").unwrap_or_default();
+        assert_eq!(limited.backfill.max_rows_per_second, Some(2500.0));
+        let unlimited = parse("[backfill]\nmax_rows_per_second = 0\n").unwrap_or_default();
+        assert_eq!(unlimited.backfill.max_rows_per_second, None);
+        let err = parse("[backfill]\nmax_rows_per_second = -5\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backfill.max_rows_per_second"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! transaction per batch, and [`deliver`] POSTs them.
 
 pub mod admin;
+pub mod backfill;
 pub mod backoff;
 pub mod catalog;
 pub mod change;
@@ -14,6 +15,7 @@ pub mod console;
 pub mod db;
 pub mod deliver;
 pub mod demo;
+pub mod event_catalog;
 pub mod event_type;
 pub mod health;
 pub mod healthcheck;

@@ -49,6 +49,8 @@ enum Command {
     Demo(DemoArgs),
     /// Outbox depth by state, capture lag, failing subscriptions
     Status(ConnectionArgs),
+    /// Print the event catalog: every event type with its payload schema
+    Catalog(CatalogArgs),
     /// Subscriptions with their health (never their secrets)
     Subscriptions(ConnectionArgs),
     /// Recent deliveries with their last attempt, optionally following new ones
@@ -81,6 +83,23 @@ struct MigrateArgs {
 struct RunArgs {
     #[command(flatten)]
     settings: Overrides,
+}
+
+#[derive(Debug, Args)]
+struct CatalogArgs {
+    #[command(flatten)]
+    connection: ConnectionOverrides,
+    /// json-schema (one object: event type -> payload schema), asyncapi (an
+    /// AsyncAPI 3.0 document) or markdown
+    #[arg(long, value_enum, default_value_t = CatalogFormat::Markdown)]
+    format: CatalogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CatalogFormat {
+    JsonSchema,
+    Asyncapi,
+    Markdown,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +176,7 @@ impl Command {
                 settings.clone()
             }
             Command::Status(args) | Command::Subscriptions(args) => connection(&args.connection),
+            Command::Catalog(args) => connection(&args.connection),
             Command::Deliveries(args) => connection(&args.connection),
             Command::Healthcheck(args) => Overrides {
                 connection: ConnectionOverrides {
@@ -246,6 +266,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             walhook::demo::run(config, shutdown, args.exit_after).await
         }
         Command::Status(_) => status(&config).await,
+        Command::Catalog(args) => catalog(&config, args.format).await,
         Command::Subscriptions(_) => {
             let client = connect_current(&config, "subscriptions").await?;
             walhook::inspect::print_subscriptions(&client, &mut std::io::stdout()).await
@@ -322,6 +343,27 @@ async fn status(config: &Config) -> anyhow::Result<()> {
         .await
         .context("reading status")?;
     print!("{report}");
+    Ok(())
+}
+
+async fn catalog(config: &Config, format: CatalogFormat) -> anyhow::Result<()> {
+    use walhook::event_catalog;
+    let url = config.require_database_url()?;
+    let client = walhook::db::connect(url, "catalog").await?;
+    walhook::migrate::require_current(&client).await?;
+    let catalog = event_catalog::load(&client)
+        .await
+        .context("reading walhook.event_types")?;
+    let text = match format {
+        CatalogFormat::JsonSchema => {
+            serde_json::to_string_pretty(&event_catalog::json_schemas(&catalog))? + "\n"
+        }
+        CatalogFormat::Asyncapi => {
+            serde_json::to_string_pretty(&event_catalog::asyncapi::document(&catalog))? + "\n"
+        }
+        CatalogFormat::Markdown => event_catalog::markdown::document(&catalog),
+    };
+    print!("{text}");
     Ok(())
 }
 

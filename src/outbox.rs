@@ -17,7 +17,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use tracing::debug;
 
-use crate::change::format_lsn;
+use crate::change::{format_lsn, RowChange};
 use crate::db::Statements;
 use crate::route::{Routed, Router};
 use crate::source::{Ack, Batch};
@@ -136,6 +136,52 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Writes a backfill's read events in one transaction with `progress`,
+    /// a statement that records how far the backfill got: routed by the
+    /// subscriptions' patterns, or all to `only`. When `progress` updates no
+    /// row (the backfill was cancelled meanwhile) nothing is written and
+    /// `None` returned.
+    ///
+    /// Their deliveries are due [`READ_DELAY_MS`] later than a live change's,
+    /// so live changes captured meanwhile are claimed first.
+    pub async fn write_reads(
+        &mut self,
+        changes: &[RowChange],
+        only: Option<i64>,
+        progress: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Written>, OutboxError> {
+        let statements = &mut self.statements;
+        let tx = self.client.transaction().await?;
+        if tx.execute(progress, params).await? == 0 {
+            return Ok(None);
+        }
+        self.router.refresh(&tx).await?;
+        let mut routed = self.router.route(changes);
+        if let Some(subscription) = only {
+            routed.deliveries = (0..routed.events.len())
+                .map(|i| (i, subscription))
+                .collect();
+        }
+        let prepared = Prepared {
+            insert_events: statements.get(&tx, INSERT_NEW_EVENTS).await?,
+            insert_deliveries: statements.get(&tx, INSERT_READ_DELIVERIES).await?,
+            delete_captured: statements.get(&tx, DELETE_CAPTURED).await?,
+            notify: statements.get(&tx, NOTIFY).await?,
+        };
+        let written = insert_routed(&tx, &prepared, &routed).await?;
+        if written.deliveries > 0 {
+            tx.execute(&prepared.notify, &[]).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(written))
+    }
+}
+
+/// How much later than a live change a backfill's read is due.
+pub const READ_DELAY_MS: i32 = 250;
+
 const DELETE_CAPTURED: &str = "DELETE FROM walhook.capture WHERE id = ANY($1)";
 const NOTIFY: &str = "SELECT pg_notify('walhook_deliveries', '')";
 
@@ -177,6 +223,20 @@ JOIN live s ON s.id = t.subscription_id
 ORDER BY t.n"
     };
 }
+
+// A backfill's reads: due a little later than live changes (the delay
+// matches READ_DELAY_MS), and written again harmlessly.
+const INSERT_READ_DELIVERIES: &str = "
+WITH live AS (
+    SELECT id FROM walhook.subscriptions WHERE id = ANY($2::int8[]) FOR KEY SHARE
+)
+INSERT INTO walhook.deliveries (event_id, subscription_id, row_key, next_attempt_at)
+SELECT t.event_id, t.subscription_id, t.row_key, now() + interval '250 milliseconds'
+FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY
+     AS t(event_id, subscription_id, row_key, n)
+JOIN live s ON s.id = t.subscription_id
+ORDER BY t.n
+ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING";
 
 const INSERT_EVENTS: &str = insert_events!();
 const INSERT_NEW_EVENTS: &str = concat!(insert_events!(), "\nON CONFLICT (id) DO NOTHING");

@@ -203,6 +203,7 @@ pub async fn report(client: &Client) -> Result<String, tokio_postgres::Error> {
         }
     }
     unmatched_patterns(client, &mut out).await?;
+    out.push_str(&crate::backfill::status(client).await?);
     Ok(out)
 }
 

@@ -247,12 +247,14 @@ fn each_subcommand_shows_only_its_own_flags() {
         "--delivery-timeout",
         "--admin-listen",
         "--admin-token",
+        "--backfill-max-rows-per-second",
     ];
     let expected: &[(&str, Vec<&str>)] = &[
         ("migrate", [&connection[..], &["--mode", "--slot"]].concat()),
         ("run", settings.to_vec()),
         ("demo", [&settings[..], &["--exit-after"]].concat()),
         ("status", connection.to_vec()),
+        ("catalog", [&connection[..], &["--format"]].concat()),
         ("subscriptions", connection.to_vec()),
         (
             "deliveries",

@@ -18,6 +18,7 @@ const FILE_STRUCTS: &[(&str, &str)] = &[
     ("FileCapture", "capture"),
     ("FileDelivery", "delivery"),
     ("FileAdmin", "admin"),
+    ("FileBackfill", "backfill"),
 ];
 
 /// Keys whose environment variable and flag DESIGN.md fixes.
@@ -42,6 +43,11 @@ const WITH_ENV_AND_FLAG: &[(&str, &str, &str)] = &[
     ("admin.listen", "WALHOOK_ADMIN_LISTEN", "--admin-listen"),
     ("admin.token", "WALHOOK_ADMIN_TOKEN", "--admin-token"),
     ("capture.slot", "WALHOOK_SLOT", "--slot"),
+    (
+        "backfill.max_rows_per_second",
+        "WALHOOK_BACKFILL_MAX_ROWS_PER_SECOND",
+        "--backfill-max-rows-per-second",
+    ),
 ];
 
 /// Every key the file structs of `src/config.rs` declare, as

@@ -39,6 +39,7 @@ fn batch(changes: Vec<RowChange>) -> Batch {
     Batch {
         changes,
         ack: Ack::ConfirmLsn(0x1000),
+        watermarks: Vec::new(),
     }
 }
 

@@ -126,7 +126,9 @@ fn old_record(change: &RowChange) -> Value {
 fn index(change: &RowChange) -> u32 {
     match change.position {
         Position::Wal { index, .. } => index,
-        Position::Capture { .. } => panic!("a replication change has a WAL position"),
+        Position::Capture { .. } | Position::Read { .. } => {
+            panic!("a replication change has a WAL position")
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use common::TestDb;
 use serde_json::Value;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-use walhook::change::{Action, Row};
+use walhook::change::{Action, RowChange};
 use walhook::config::Config;
 use walhook::source::replication::{ReplicationOptions, ReplicationSource};
 use walhook::source::Source;
@@ -218,8 +218,8 @@ fn insert_sql() -> String {
     format!("INSERT INTO typed VALUES (1, {})", values.join(", "))
 }
 
-/// The inserted row as `mode` captures it.
-async fn capture(mode: Mode, db: &TestDb, client: &Client) -> Row {
+/// The insert as `mode` captures it.
+async fn capture(mode: Mode, db: &TestDb, client: &Client) -> RowChange {
     match mode {
         Mode::Replication => {
             client
@@ -258,7 +258,7 @@ async fn capture(mode: Mode, db: &TestDb, client: &Client) -> Row {
                 .expect("drop slot");
             let change = batch.changes.into_iter().next().expect("one change");
             assert_eq!(change.action, Action::Insert);
-            change.record.expect("an insert has a record")
+            change
         }
         Mode::Trigger => {
             client
@@ -286,7 +286,7 @@ async fn capture(mode: Mode, db: &TestDb, client: &Client) -> Row {
                 .expect("not shut down");
             let change = batch.changes.into_iter().next().expect("one change");
             assert_eq!(change.action, Action::Insert);
-            change.record.expect("an insert has a record")
+            change
         }
     }
 }
@@ -296,7 +296,11 @@ async fn check_mode(mode: Mode) {
     let client = db.client().await;
     client.batch_execute(SETUP).await.expect("types");
     client.batch_execute(&table_sql()).await.expect("table");
-    let row = capture(mode, &db, &client).await;
+    let change = capture(mode, &db, &client).await;
+    // The event of every type satisfies the catalog's JSON Schema.
+    let event: Value = serde_json::from_str(&change.to_event().payload).expect("event JSON");
+    common::event_catalog::assert_matches_catalog(&client, &event).await;
+    let row = change.record.expect("an insert has a record");
     let mut failures = Vec::new();
     for (i, case) in CASES.iter().enumerate() {
         let got = row

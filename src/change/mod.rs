@@ -18,6 +18,8 @@ pub enum Action {
     Update,
     Delete,
     Truncate,
+    /// A row as a backfill read it (not a change).
+    Read,
 }
 
 impl Action {
@@ -27,6 +29,7 @@ impl Action {
             Action::Update => "update",
             Action::Delete => "delete",
             Action::Truncate => "truncate",
+            Action::Read => "read",
         }
     }
 
@@ -36,6 +39,7 @@ impl Action {
             "update" => Some(Action::Update),
             "delete" => Some(Action::Delete),
             "truncate" => Some(Action::Truncate),
+            "read" => Some(Action::Read),
             _ => None,
         }
     }
@@ -69,6 +73,8 @@ pub enum Position {
     Wal { commit_lsn: u64, index: u32 },
     /// Trigger capture: the id of the row in `walhook.capture`.
     Capture { id: i64 },
+    /// A backfill's read: the backfill and the row's number in it.
+    Read { backfill: i64, row: u64 },
 }
 
 /// One committed change of one row (or a truncate of a whole table).
@@ -116,6 +122,7 @@ impl RowChange {
         let seed = match self.position {
             Position::Wal { commit_lsn, index } => format!("wal:{commit_lsn}:{index}"),
             Position::Capture { id } => format!("capture:{id}"),
+            Position::Read { backfill, row } => format!("read:{backfill}:{row}"),
         };
         event_id_from(&seed, self.committed_at)
     }

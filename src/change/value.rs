@@ -54,31 +54,69 @@ fn to_json(types: &Types, type_oid: u32, text: &str, depth: usize) -> Value {
     }
 }
 
-fn base_to_json(type_name: &str, text: &str) -> Value {
+/// What a base type's values become in JSON, by the type's name. The event
+/// catalog's JSON Schemas are built from the same classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseKind {
+    /// An exact JSON number without fraction.
+    Integer,
+    /// A JSON number; `NaN` and the infinities as strings.
+    Float,
+    Boolean,
+    /// Embedded as JSON.
+    Json,
+    /// RFC 3339 in UTC (or `infinity`, `-infinity`).
+    Timestamptz,
+    /// ISO 8601 without offset.
+    Timestamp,
+    /// ISO 8601 date (or `infinity`, `-infinity`).
+    Date,
+    /// Standard base64.
+    Bytea,
+    /// The text Postgres prints: numeric (exact, NaN and infinities
+    /// included), money, text types, uuid, interval, time, timetz, inet,
+    /// bit strings, geometry, ...
+    Text,
+}
+
+/// The JSON kind of the base type named `type_name` (`int4`, `timestamptz`).
+pub fn base_kind(type_name: &str) -> BaseKind {
     match type_name {
-        "int2" | "int4" | "int8" | "oid" | "xid" | "xid8" | "cid" => integer(text),
-        "float4" | "float8" => match text {
+        "int2" | "int4" | "int8" | "oid" | "xid" | "xid8" | "cid" => BaseKind::Integer,
+        "float4" | "float8" => BaseKind::Float,
+        "bool" => BaseKind::Boolean,
+        "json" | "jsonb" => BaseKind::Json,
+        "timestamptz" => BaseKind::Timestamptz,
+        "timestamp" => BaseKind::Timestamp,
+        "date" => BaseKind::Date,
+        "bytea" => BaseKind::Bytea,
+        _ => BaseKind::Text,
+    }
+}
+
+fn base_to_json(type_name: &str, text: &str) -> Value {
+    match base_kind(type_name) {
+        BaseKind::Integer => integer(text),
+        BaseKind::Float => match text {
             "NaN" | "Infinity" | "-Infinity" => Value::String(text.to_owned()),
             _ => number(text),
         },
-        "bool" => match text {
+        BaseKind::Boolean => match text {
             "t" | "true" => Value::Bool(true),
             "f" | "false" => Value::Bool(false),
             _ => Value::String(text.to_owned()),
         },
-        "json" | "jsonb" => {
+        BaseKind::Json => {
             serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
         }
-        "timestamptz" => Value::String(timestamptz(text)),
-        "timestamp" => Value::String(timestamp(text)),
-        "date" => Value::String(bc_to_astronomical(text)),
-        "bytea" => bytea(text).map_or_else(
+        BaseKind::Timestamptz => Value::String(timestamptz(text)),
+        BaseKind::Timestamp => Value::String(timestamp(text)),
+        BaseKind::Date => Value::String(bc_to_astronomical(text)),
+        BaseKind::Bytea => bytea(text).map_or_else(
             || Value::String(text.to_owned()),
             |bytes| Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
         ),
-        // numeric (exact, NaN and infinities included), money, text types,
-        // uuid, interval, time, timetz, inet, bit strings, geometry: as is.
-        _ => Value::String(text.to_owned()),
+        BaseKind::Text => Value::String(text.to_owned()),
     }
 }
 

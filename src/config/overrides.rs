@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::{FileAdmin, FileCapture, FileDelivery, OTHER_ENV};
+use super::{FileAdmin, FileBackfill, FileCapture, FileDelivery, OTHER_ENV};
 
 /// Values from the environment and the command line; `None` leaves the
 /// file's value (or the default) in place. The sections are the file's own
@@ -22,6 +22,8 @@ pub struct Overrides {
     pub delivery: FileDelivery,
     #[command(flatten)]
     pub admin: FileAdmin,
+    #[command(flatten)]
+    pub backfill: FileBackfill,
 }
 
 /// Which file to read and which database to use: the settings every

@@ -12,8 +12,9 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::backfill::window::Windows;
 use crate::backoff::Backoff;
-use crate::config::{CaptureConfig, CaptureMode};
+use crate::config::{BackfillConfig, CaptureConfig, CaptureMode};
 use crate::db;
 use crate::outbox::Outbox;
 use crate::source::replication::ReplicationSource;
@@ -61,6 +62,7 @@ impl CaptureError {
 pub async fn run(
     url: String,
     config: CaptureConfig,
+    backfill: BackfillConfig,
     wake: Arc<Notify>,
     state: Arc<CaptureState>,
     shutdown: CancellationToken,
@@ -68,7 +70,7 @@ pub async fn run(
     let mut backoff = Backoff::new();
     while !shutdown.is_cancelled() {
         let started = std::time::Instant::now();
-        let result = lead(&url, &config, &wake, &state, &shutdown).await;
+        let result = lead(&url, &config, &backfill, &wake, &state, &shutdown).await;
         if started.elapsed() > STEADY {
             // It ran for a while: a new outage starts from the shortest wait.
             backoff.reset();
@@ -96,6 +98,7 @@ pub async fn run(
 async fn lead(
     url: &str,
     config: &CaptureConfig,
+    backfill: &BackfillConfig,
     wake: &Notify,
     state: &CaptureState,
     shutdown: &CancellationToken,
@@ -113,12 +116,25 @@ async fn lead(
         CaptureMode::Trigger => {
             super::leftover_slot::drain(url, config, &mut outbox, &lock, wake, shutdown).await?;
             let mut source = TriggerSource::connect(url, config).await?;
-            pump(&mut source, &mut outbox, &lock, wake, shutdown).await
+            let mut capture = Capture {
+                outbox: &mut outbox,
+                lock: &lock,
+                wake,
+                windows: &Windows::default(),
+            };
+            capture_with_backfills(&mut source, &mut capture, url, backfill, shutdown).await
         }
         CaptureMode::Replication => {
             drain_trigger_captures(url, config, &mut outbox, wake).await?;
             let mut source = ReplicationSource::connect(url, config).await?;
-            let result = pump(&mut source, &mut outbox, &lock, wake, shutdown).await;
+            let mut capture = Capture {
+                outbox: &mut outbox,
+                lock: &lock,
+                wake,
+                windows: &Windows::default(),
+            };
+            let result =
+                capture_with_backfills(&mut source, &mut capture, url, backfill, shutdown).await;
             // Frees the slot at once for a relay that takes over.
             source.close().await;
             result
@@ -182,23 +198,53 @@ async fn write(outbox: &mut Outbox, batch: &Batch, wake: &Notify) -> Result<(), 
     Ok(())
 }
 
-/// Source → outbox → acknowledge, batch after batch.
+/// What the capture loop writes with.
+pub(super) struct Capture<'a> {
+    pub(super) outbox: &'a mut Outbox,
+    pub(super) lock: &'a Client,
+    pub(super) wake: &'a Notify,
+    /// The watermark windows of backfill chunks being read.
+    pub(super) windows: &'a Windows,
+}
+
+/// Captures, and drives the backfills beside it: they need this capture
+/// loop to see their watermarks. Capture alone decides when both end.
+async fn capture_with_backfills<S: Source>(
+    source: &mut S,
+    capture: &mut Capture<'_>,
+    url: &str,
+    backfill: &BackfillConfig,
+    shutdown: &CancellationToken,
+) -> Result<(), CaptureError> {
+    let windows = capture.windows;
+    tokio::select! {
+        result = pump(source, capture, shutdown) => result,
+        never = crate::backfill::drive(url, windows, backfill, shutdown) => match never {},
+    }
+}
+
+/// Source → outbox → acknowledge, batch after batch; a backfill chunk
+/// whose watermark came with a batch is written right behind it.
 pub(super) async fn pump<S: Source>(
     source: &mut S,
-    outbox: &mut Outbox,
-    lock: &Client,
-    wake: &Notify,
+    capture: &mut Capture<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), CaptureError> {
     while let Some(batch) = source.next_batch(shutdown).await? {
-        if lock.is_closed() {
+        if capture.lock.is_closed() {
             return Err(CaptureError::LostLock);
         }
-        if !batch.changes.is_empty() {
-            write(outbox, &batch, wake).await?;
+        let ready = capture.windows.observe(&batch);
+        // A batch of only watermarks is written too: in trigger mode that
+        // consumes their capture rows.
+        if !batch.changes.is_empty() || !batch.watermarks.is_empty() {
+            write(capture.outbox, &batch, capture.wake).await?;
         }
         if batch.ack != Ack::Nothing {
             source.committed(&batch.ack).await?;
+        }
+        for chunk in ready {
+            crate::backfill::emit(capture.outbox, chunk, capture.wake).await?;
         }
     }
     Ok(())

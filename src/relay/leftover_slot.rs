@@ -13,7 +13,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::capture::{pump, CaptureError};
+use super::capture::{pump, Capture, CaptureError};
+use crate::backfill::window::Windows;
 use crate::config::{CaptureConfig, CaptureMode};
 use crate::db;
 use crate::outbox::Outbox;
@@ -71,7 +72,15 @@ pub(super) async fn drain(
         end,
         caught_up.clone(),
     ));
-    let pumped = pump(&mut source, outbox, lock, wake, &caught_up).await;
+    // No backfill runs while the slot is drained: no watermark windows.
+    let windows = Windows::default();
+    let mut capture = Capture {
+        outbox,
+        lock,
+        wake,
+        windows: &windows,
+    };
+    let pumped = pump(&mut source, &mut capture, &caught_up).await;
     caught_up.cancel();
     source.close().await;
     let reached = watcher.await.unwrap_or(Ok(false))?;

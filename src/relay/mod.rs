@@ -65,6 +65,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut capture = tokio::spawn(capture::run(
         url.clone(),
         config.capture.clone(),
+        config.backfill.clone(),
         wake,
         capture_state,
         stop.clone(),

@@ -20,6 +20,10 @@ use crate::change::RowChange;
 pub struct Batch {
     pub changes: Vec<RowChange>,
     pub ack: Ack,
+    /// Backfill watermarks that came with the changes (their tokens): every
+    /// change committed before a watermark was written is in this batch or
+    /// an earlier one.
+    pub watermarks: Vec<String>,
 }
 
 /// What releasing a batch takes.

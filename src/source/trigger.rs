@@ -189,6 +189,25 @@ fn to_row(table: &TableInfo, catalog: &Catalog, pairs: &[Option<String>]) -> Row
     row
 }
 
+/// The token of a backfill watermark row (`walhook.backfill_watermark`).
+fn watermark_of(row: &PgRow) -> Option<String> {
+    if row.get::<_, &str>(5) != WATERMARK_ACTION {
+        return None;
+    }
+    let record: Option<Vec<Option<String>>> = row.get(6);
+    Some(
+        record
+            .into_iter()
+            .flatten()
+            .flatten()
+            .next()
+            .unwrap_or_default(),
+    )
+}
+
+/// The action of the capture rows that are backfill watermarks.
+const WATERMARK_ACTION: &str = "watermark";
+
 fn key_of(table: &TableInfo, row: Option<&Row>) -> Vec<Value> {
     let Some(row) = row else {
         return Vec::new();
@@ -212,14 +231,20 @@ impl TriggerSource {
         }
         let mut changes = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
+        let mut watermarks = Vec::new();
         for row in &rows {
             ids.push(row.get::<_, i64>(0));
-            changes.push(self.change_from(row).await?);
+            if let Some(token) = watermark_of(row) {
+                watermarks.push(token);
+            } else {
+                changes.push(self.change_from(row).await?);
+            }
         }
         debug!(changes = changes.len(), "captured batch");
         Ok(Some(Batch {
             changes,
             ack: Ack::DeleteCaptured(ids),
+            watermarks,
         }))
     }
 }

@@ -2,6 +2,8 @@
 //! receivers on 127.0.0.1 that record what they get.
 #![allow(dead_code)]
 
+pub mod backfill;
+pub mod event_catalog;
 pub mod proxy;
 
 use std::net::SocketAddr;

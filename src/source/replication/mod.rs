@@ -52,6 +52,10 @@ use crate::config::CaptureConfig;
 
 /// The logical message prefix `walhook.set_actor` writes.
 pub const ACTOR_PREFIX: &str = "walhook.actor";
+
+/// The logical message prefix of backfill watermarks
+/// (`walhook.backfill_watermark`).
+pub const WATERMARK_PREFIX: &str = "walhook.watermark";
 /// The logical message prefix of the heartbeat.
 pub const HEARTBEAT_PREFIX: &str = "walhook.heartbeat";
 
@@ -101,6 +105,8 @@ enum Pending {
     Change(Box<RowChange>),
     /// Every transaction committed up to here is in the queue before this.
     Safe(u64),
+    /// A backfill watermark's token, in commit order with the changes.
+    Watermark(String),
 }
 
 struct Tx {
@@ -283,12 +289,17 @@ impl ReplicationSource {
 
     async fn next(&mut self, shutdown: &CancellationToken) -> Result<Option<Batch>, SourceError> {
         let mut changes = Vec::new();
+        let mut watermarks = Vec::new();
         let mut deadline: Option<Instant> = None;
         loop {
             while changes.len() < self.batch_size {
                 match self.pending.pop_front() {
                     Some(Pending::Change(change)) => {
                         changes.push(*change);
+                        deadline.get_or_insert_with(|| Instant::now() + self.batch_timeout);
+                    }
+                    Some(Pending::Watermark(token)) => {
+                        watermarks.push(token);
                         deadline.get_or_insert_with(|| Instant::now() + self.batch_timeout);
                     }
                     Some(Pending::Safe(lsn)) => {
@@ -312,7 +323,9 @@ impl ReplicationSource {
             // latency.
             let item = match self.items.try_recv() {
                 Ok(item) => Some(item),
-                Err(_) if !changes.is_empty() && self.tx.is_none() => break,
+                Err(_) if !(changes.is_empty() && watermarks.is_empty()) && self.tx.is_none() => {
+                    break
+                }
                 Err(_) => tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(None),
@@ -337,6 +350,7 @@ impl ReplicationSource {
         Ok(Some(Batch {
             changes,
             ack: Ack::ConfirmLsn(self.safe_lsn),
+            watermarks,
         }))
     }
 
@@ -434,6 +448,9 @@ impl ReplicationSource {
                         let actor = String::from_utf8_lossy(&content).into_owned();
                         tx.actor = (!actor.is_empty()).then_some(actor);
                     }
+                } else if prefix == WATERMARK_PREFIX && transactional {
+                    let token = String::from_utf8_lossy(&content).into_owned();
+                    self.pending.push_back(Pending::Watermark(token));
                 } else if !transactional && self.tx.is_none() {
                     // Decoding is in WAL order: every transaction committed
                     // before this message has been sent already.
