@@ -42,9 +42,9 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_claim_in_place.sql"),
     migration!(7, "0007_byte_order_keys.sql"),
     migration!(8, "0008_capture_setup.sql"),
-    migration!(10, "0010_safe_sql_surface.sql"),
-    migration!(11, "0011_console.sql"),
-    migration!(12, "0012_backfill_and_event_catalog.sql"),
+    migration!(9, "0009_safe_sql_surface.sql"),
+    migration!(10, "0010_console.sql"),
+    migration!(11, "0011_backfill_and_event_catalog.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`
