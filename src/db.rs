@@ -637,6 +637,16 @@ pub struct Settings {
 impl Settings {
     /// The settings of a connection named `walhook <role>`.
     pub fn for_role(url: &str, role: &str) -> Result<Settings, DbError> {
+        Settings::with_statement_timeout(url, role, DEFAULT_STATEMENT_TIMEOUT)
+    }
+
+    /// The settings of a connection named `walhook <role>` whose statements
+    /// are cut off after `timeout` unless the URL sets its own.
+    pub fn with_statement_timeout(
+        url: &str,
+        role: &str,
+        timeout: Duration,
+    ) -> Result<Settings, DbError> {
         let (mut config, tls) = parse_url_tls(url)?;
         config.application_name(format!("walhook {role}"));
         let connect_timeout = *config
@@ -647,7 +657,7 @@ impl Settings {
         // Migrations may rewrite large tables, and creating a slot waits
         // for the transactions running then: no limit unless asked.
         let limited = !UNLIMITED_ROLES.contains(&role);
-        let statement_timeout = statement_timeout_of(&mut config, limited)?;
+        let statement_timeout = statement_timeout_of(&mut config, limited.then_some(timeout))?;
         without_jit(&mut config);
         Ok(Settings {
             config,
@@ -680,9 +690,12 @@ fn keepalive_of(config: &Config) -> Keepalive {
     keepalive
 }
 
-/// The statement timeout the URL's `options` set, or (when `limited`)
-/// walhook's default, added to the options.
-fn statement_timeout_of(config: &mut Config, limited: bool) -> Result<Option<Duration>, DbError> {
+/// The statement timeout the URL's `options` set, or `default` (when
+/// given), added to the options.
+fn statement_timeout_of(
+    config: &mut Config,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, DbError> {
     let options = config.get_options().unwrap_or("").to_owned();
     if let Some(value) = option_value(&options, "statement_timeout") {
         return parse_pg_duration(&value).map(Some).ok_or_else(|| {
@@ -691,19 +704,16 @@ fn statement_timeout_of(config: &mut Config, limited: bool) -> Result<Option<Dur
             ))
         });
     }
-    if !limited {
+    let Some(default) = default else {
         return Ok(None);
-    }
-    let setting = format!(
-        "-c statement_timeout={}ms",
-        DEFAULT_STATEMENT_TIMEOUT.as_millis()
-    );
+    };
+    let setting = format!("-c statement_timeout={}ms", default.as_millis());
     config.options(if options.trim().is_empty() {
         setting
     } else {
         format!("{options} {setting}")
     });
-    Ok(Some(DEFAULT_STATEMENT_TIMEOUT))
+    Ok(Some(default))
 }
 
 /// The value of `-c name=value` (or `--name=value`) in an options string.

@@ -40,7 +40,11 @@ pub type Pool = managed::Pool<Manager>;
 /// A pool of at most `max_size` connections named `walhook <role>`; the
 /// URL is parsed here, once.
 pub fn pool(url: &str, role: &str, max_size: usize) -> Result<Pool, DbError> {
-    let settings = Settings::for_role(url, role)?;
+    pool_with(Settings::for_role(url, role)?, role, max_size)
+}
+
+/// A pool of at most `max_size` connections opened with `settings`.
+pub fn pool_with(settings: Settings, role: &str, max_size: usize) -> Result<Pool, DbError> {
     let wait = settings.connect_timeout + Duration::from_secs(1);
     Pool::builder(Manager {
         settings,

@@ -20,6 +20,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::pool::Pool;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -30,7 +31,6 @@ use axum::{Extension, Form, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
 use base64::Engine;
 use chrono::{DateTime, NaiveDateTime, Utc};
-use deadpool_postgres::Pool;
 use futures_util::stream::{self, Stream, StreamExt};
 use maud::Markup;
 use serde::Deserialize;
@@ -246,8 +246,8 @@ impl From<tokio_postgres::Error> for PageError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for PageError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
+impl From<deadpool::managed::PoolError<crate::db::DbError>> for PageError {
+    fn from(error: deadpool::managed::PoolError<crate::db::DbError>) -> Self {
         warn!(%error, "console cannot get a database connection");
         PageError::Db(format!("no database connection: {error}"))
     }
@@ -409,7 +409,7 @@ async fn tail_events(
         .and_then(parse_cursor);
     let cursor = match resumed {
         Some(cursor) => cursor,
-        None => queries::tail_cursor(&**console.inner.pool.get().await?).await?,
+        None => queries::tail_cursor(&*console.inner.pool.get().await?).await?,
     };
     let lines = stream::unfold(
         (console, stop, cursor),
