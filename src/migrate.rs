@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_capture_setup.sql"),
     migration!(10, "0010_safe_sql_surface.sql"),
     migration!(11, "0011_console.sql"),
+    migration!(13, "0013_outbox_statistics.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`

@@ -2,6 +2,7 @@
 //! whose statistics say nothing: never analyzed, 50,000 deliveries deep,
 //! as after a burst on a fresh database. Checked for the plan made for the
 //! given values and for the generic plan a prepared statement may settle on.
+//! And the relay's statistics check analyzes an outbox that has grown.
 
 mod common;
 
@@ -182,4 +183,29 @@ async fn hot_statements_use_indexes_on_a_never_analyzed_outbox() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn an_outbox_that_has_grown_is_analyzed_once() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    fill_never_analyzed_outbox(&client).await;
+    let analyze = "SELECT walhook.analyze_grown_outbox()";
+    let mut first: Vec<String> = client.query_one(analyze, &[]).await.expect("check").get(0);
+    first.sort();
+    assert_eq!(first, vec!["walhook.deliveries", "walhook.events"]);
+    let reltuples: f32 = client
+        .query_one(
+            "SELECT reltuples FROM pg_class WHERE oid = 'walhook.deliveries'::regclass",
+            &[],
+        )
+        .await
+        .expect("reltuples")
+        .get(0);
+    assert!(
+        reltuples > (OUTBOX_ROWS / 2) as f32,
+        "the statistics count the outbox: {reltuples}"
+    );
+    let second: Vec<String> = client.query_one(analyze, &[]).await.expect("check").get(0);
+    assert!(second.is_empty(), "nothing grew since: {second:?}");
 }

@@ -26,6 +26,7 @@ mod prune;
 mod record;
 pub mod retry;
 pub mod sign;
+mod statistics;
 mod worker;
 
 use std::sync::Arc;

@@ -192,6 +192,7 @@ impl Engine {
             finished,
         ));
         let listener = tokio::spawn(listen(self.url.clone(), shared.clone(), background.clone()));
+        let statistics = tokio::spawn(super::statistics::run(self.url.clone(), background.clone()));
         let pruner = tokio::spawn(prune::run(
             self.url.clone(),
             self.config.clone(),
@@ -278,6 +279,7 @@ impl Engine {
         let released = self.release(&shared).await;
         let _ = listener.await;
         let _ = pruner.await;
+        let _ = statistics.await;
         info!(released, "delivery stopped");
         Ok(())
     }
