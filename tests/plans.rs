@@ -208,4 +208,16 @@ async fn an_outbox_that_has_grown_is_analyzed_once() {
     );
     let second: Vec<String> = client.query_one(analyze, &[]).await.expect("check").get(0);
     assert!(second.is_empty(), "nothing grew since: {second:?}");
+
+    // Analyzed with nothing open, then a burst that fits in the table.
+    client
+        .batch_execute(
+            "UPDATE walhook.deliveries SET state = 'delivered', delivered_at = now();
+             ANALYZE walhook.deliveries;
+             UPDATE walhook.deliveries SET state = 'pending', delivered_at = NULL WHERE id <= 3000;",
+        )
+        .await
+        .expect("deliver all, analyze, reopen some");
+    let reopened: Vec<String> = client.query_one(analyze, &[]).await.expect("check").get(0);
+    assert_eq!(reopened, vec!["walhook.deliveries"]);
 }
