@@ -5,7 +5,8 @@
 -- when its launcher next visits the database (a minute by default, which
 -- no per-table setting shortens). The relay calls this every second:
 -- a table whose pages have more than doubled since its last analyze (and
--- number more than 16) is analyzed at once. It runs as walhook's
+-- number more than 16) is analyzed at once, and so is `deliveries` when
+-- twice as many deliveries are open as that analyze saw. It runs as walhook's
 -- owner, so the relay role needs no ownership of the tables.
 CREATE OR REPLACE FUNCTION walhook.analyze_grown_outbox() RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
