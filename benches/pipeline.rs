@@ -11,7 +11,10 @@
 //! - capture limit: the same changes read from a replication slot and
 //!   decoded, nothing else;
 //! - write cost: the application's write rate with walhook attached versus
-//!   without, in both capture modes.
+//!   without, in both capture modes;
+//! - burst on a fresh database: the same burst again on that outbox right
+//!   after `ANALYZE` (nothing else in the benchmark analyzes or vacuums:
+//!   it measures the statistics a user's database has).
 //!
 //! `cargo bench --bench pipeline` runs the default (about 2 minutes);
 //! `-- --quick` a few seconds (CI); `-- --changes N --backlog N` scale it.
@@ -41,6 +44,8 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const CONCURRENCY: usize = 32;
 /// Application connections writing at once.
 const WRITERS: usize = 4;
+/// Inserts per transaction in a burst.
+const BURST_TRANSACTION: i64 = 500;
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -48,8 +53,10 @@ struct Options {
     rate: usize,
     latency_seconds: u64,
     backlog: usize,
+    /// Inserts in the fresh-database burst.
+    burst: usize,
     server_url: String,
-    /// Only these phases (write-cost, throughput, latency, backlog); all when empty.
+    /// Only these phases (write-cost, throughput, latency, backlog, fresh-burst); all when empty.
     phases: Vec<String>,
 }
 
@@ -60,6 +67,7 @@ impl Options {
             rate: 1_000,
             latency_seconds: 10,
             backlog: 200_000,
+            burst: 20_000,
             server_url: std::env::var("BENCH_DATABASE_URL")
                 .or_else(|_| std::env::var("TEST_DATABASE_URL"))
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
@@ -78,6 +86,7 @@ impl Options {
                     options.rate = 500;
                     options.latency_seconds = 2;
                     options.backlog = 2_000;
+                    options.burst = 2_000;
                 }
                 "--changes" => options.changes = number("--changes")?,
                 "--rate" => options.rate = number("--rate")?,
@@ -85,6 +94,7 @@ impl Options {
                     options.latency_seconds = number("--latency-seconds")? as u64
                 }
                 "--backlog" => options.backlog = number("--backlog")?,
+                "--burst" => options.burst = number("--burst")?,
                 "--only" => {
                     let list = args
                         .next()
@@ -95,7 +105,7 @@ impl Options {
                 // A test runner asking what is in here: no tests.
                 "--list" => std::process::exit(0),
                 other if other.starts_with("--") => {
-                    bail!("unknown option {other}; use --quick, --changes N, --rate N, --latency-seconds N, --backlog N, --only PHASES")
+                    bail!("unknown option {other}; use --quick, --changes N, --rate N, --latency-seconds N, --backlog N, --burst N, --only PHASES")
                 }
                 _ => {}
             }
@@ -1039,11 +1049,6 @@ impl Bench {
                 &[&n, &sub],
             )
             .await?;
-        for table in ["walhook.deliveries", "walhook.events"] {
-            self.client
-                .batch_execute(&format!("VACUUM ANALYZE {table}"))
-                .await?;
-        }
         self.receipts.reset();
         let started = Instant::now();
         let relay = RelayProcess::start(&self.db_url, &self.db_name, "replication")?;
@@ -1066,6 +1071,117 @@ impl Bench {
         self.figures
             .push(figure("relay peak memory (backlog drain)", peak, "MB").target("< 100 MB"));
         Ok(())
+    }
+
+    /// A new user's first burst: a database of its own, migrated, one
+    /// table watched, one subscriber, then `--burst` inserts in
+    /// transactions of [`BURST_TRANSACTION`], with nothing analyzing the
+    /// outbox first. Its reference is the same burst again right after
+    /// `ANALYZE` of the outbox, the statistics a user cannot count on.
+    async fn fresh_burst(&mut self) -> anyhow::Result<()> {
+        let db_name = format!("{}_fresh", self.db_name);
+        let server = connect(&self.options.server_url).await?;
+        server
+            .batch_execute(&format!("CREATE DATABASE {db_name}"))
+            .await?;
+        let result = self.fresh_burst_in(&db_name).await;
+        server
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1",
+                &[&db_name],
+            )
+            .await
+            .ok();
+        server
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+            .await
+            .ok();
+        result
+    }
+
+    async fn fresh_burst_in(&mut self, db_name: &str) -> anyhow::Result<()> {
+        let rows = self.options.burst as i64;
+        let url = url_with_database(&self.options.server_url, db_name)?;
+        let mut client = connect(&url).await?;
+        walhook::migrate::migrate(&mut client).await?;
+        create_table(&client, "burst_rows").await?;
+        client
+            .execute("SELECT walhook.watch('burst_rows')", &[])
+            .await?;
+        let hook = format!("http://{}/fresh", self.receiver);
+        client
+            .execute(
+                "SELECT walhook.subscribe($1, ARRAY['*'], secret => $2)",
+                &[&hook, &SECRET],
+            )
+            .await?;
+        let relay = RelayProcess::start(&url, db_name, "replication")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&client, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = current_database() AND active").await? == 0 {
+            if Instant::now() > deadline {
+                bail!("the relay did not start capturing within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let measured = async {
+            let fresh = self.burst(&client, 0, rows).await?;
+            // The reference's one difference: statistics up to date.
+            client
+                .batch_execute("ANALYZE walhook.deliveries, walhook.events")
+                .await?;
+            let analyzed = self.burst(&client, rows, rows).await?;
+            Ok::<_, anyhow::Error>((fresh, analyzed))
+        }
+        .await;
+        relay.stop();
+        let (fresh, analyzed) = measured?;
+        self.figures.push(
+            figure("burst on a fresh database", fresh, "deliveries/s")
+                .against("same burst, outbox analyzed", analyzed)
+                .target(">= 10000/s and ratio >= 0.80"),
+        );
+        Ok(())
+    }
+
+    /// Writes `rows` inserts after `first`, one transaction per
+    /// [`BURST_TRANSACTION`] rows; deliveries per second from the first
+    /// write to the last receipt.
+    async fn burst(&self, client: &Client, first: i64, rows: i64) -> anyhow::Result<f64> {
+        self.receipts.reset();
+        let started = Instant::now();
+        let mut next = first;
+        while next < first + rows {
+            let last = (next + BURST_TRANSACTION).min(first + rows);
+            client
+                .execute(
+                    "INSERT INTO burst_rows (id, seq, kind, body)
+                     SELECT g, g, 1, repeat('x', 200) FROM generate_series($1::int8, $2::int8) g",
+                    &[&(next + 1), &last],
+                )
+                .await?;
+            next = last;
+        }
+        let written_in = started.elapsed().as_secs_f64();
+        let receipts = self.receipts.clone();
+        if !wait_until(Duration::from_secs(300), || {
+            receipts.distinct() >= rows as usize
+        })
+        .await
+        {
+            bail!(
+                "the burst was not delivered within 300 s: {} of {rows}",
+                receipts.distinct()
+            );
+        }
+        let took = receipts
+            .last_at()
+            .map_or(started.elapsed(), |t| t.duration_since(started))
+            .as_secs_f64();
+        println!(
+            "burst: {rows} inserts written in {written_in:.2}s, delivered in {took:.2}s ({:.0}/s)",
+            rows as f64 / took
+        );
+        Ok(rows as f64 / took.max(0.001))
     }
 
     fn report(&self) -> anyhow::Result<()> {
@@ -1116,6 +1232,9 @@ fn main() -> anyhow::Result<()> {
             }
             if run("backlog") {
                 bench.backlog().await?;
+            }
+            if run("fresh-burst") {
+                bench.fresh_burst().await?;
             }
             bench.report()
         }

@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_safe_sql_surface.sql"),
     migration!(10, "0010_console.sql"),
     migration!(11, "0011_backfill_and_event_catalog.sql"),
+    migration!(12, "0012_outbox_statistics.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`

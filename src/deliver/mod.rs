@@ -29,6 +29,7 @@ mod prune;
 mod record;
 pub mod retry;
 pub mod sign;
+mod statistics;
 mod worker;
 
 use std::sync::Arc;
@@ -38,6 +39,16 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DeliveryConfig;
+
+/// The statements run for every delivery, by name: their plans must stay
+/// index lookups whatever the outbox's statistics say (checked in tests).
+pub const HOT_STATEMENTS: &[(&str, &str)] = &[
+    ("claim", worker::CLAIM),
+    ("events of claimed", worker::EVENTS_OF),
+    ("next due", worker::NEXT_DUE),
+    ("record deliveries", record::UPDATE_DELIVERIES),
+    ("record attempts", record::INSERT_ATTEMPTS),
+];
 
 /// The channel that says "deliveries were written or re-queued".
 pub const NOTIFY_CHANNEL: &str = "walhook_deliveries";

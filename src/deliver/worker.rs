@@ -203,6 +203,7 @@ impl Engine {
             shared.clone(),
             renewing.clone(),
         ));
+        let statistics = tokio::spawn(super::statistics::run(self.url.clone(), background.clone()));
         let pruner = tokio::spawn(prune::run(
             self.url.clone(),
             self.config.clone(),
@@ -293,6 +294,7 @@ impl Engine {
         let _ = renewer.await;
         let _ = listener.await;
         let _ = pruner.await;
+        let _ = statistics.await;
         info!(released, "delivery stopped");
         Ok(())
     }
@@ -843,7 +845,7 @@ const CLAIM_AHEAD: i32 = 4;
 /// requests this process already has in flight), times its batch size.
 /// $1 limit, $2 lease seconds, $3/$4 requests in flight per subscription,
 /// $5 default per-subscription cap, $6 how many times that cap to claim.
-const CLAIM: &str = "
+pub(crate) const CLAIM: &str = "
 WITH busy (subscription_id, n) AS (
     SELECT * FROM unnest($3::bigint[], $4::int[])
 ), rooms AS (
@@ -898,10 +900,17 @@ WHERE d.id = ANY (ARRAY(SELECT id FROM chosen))
 RETURNING d.id, d.attempts, d.event_id, d.subscription_id,
           (SELECT count(*) FROM chosen WHERE taken_over) AS taken_over";
 
-/// The events of claimed deliveries.
-const EVENTS_OF: &str = "
-SELECT id, type, payload::text AS payload, created_at
-FROM walhook.events WHERE id = ANY ($1::text[])";
+/// The events of claimed deliveries. A primary-key lookup per event, in a
+/// lateral subquery the planner cannot flatten: `id = ANY ($1)` alone was
+/// planned, on a never-analyzed outbox, as a scan of the whole events
+/// table on every claim.
+pub(crate) const EVENTS_OF: &str = "
+SELECT e.id, e.type, e.payload::text AS payload, e.created_at
+FROM (SELECT DISTINCT k.id FROM unnest($1::text[]) AS k(id)) k
+CROSS JOIN LATERAL (
+    SELECT id, type, payload, created_at FROM walhook.events
+    WHERE id = k.id
+    LIMIT 1) e";
 
 /// Where and how claimed deliveries are sent.
 const TARGETS_OF: &str = "
@@ -917,7 +926,7 @@ FROM walhook.subscriptions s WHERE s.id = ANY ($1::bigint[])";
 const CLAIM_LINGER: Duration = Duration::from_millis(1);
 
 /// Seconds until the earliest scheduled retry, if any.
-const NEXT_DUE: &str = "
+pub(crate) const NEXT_DUE: &str = "
 SELECT extract(epoch FROM min(n.next_attempt_at) - now())::float8
 FROM walhook.subscriptions s
 CROSS JOIN LATERAL (

@@ -1,0 +1,223 @@
+//! The statements run for every delivery keep index plans on an outbox
+//! whose statistics say nothing: never analyzed, 50,000 deliveries deep,
+//! as after a burst on a fresh database. Checked for the plan made for the
+//! given values and for the generic plan a prepared statement may settle on.
+//! And the relay's statistics check analyzes an outbox that has grown.
+
+mod common;
+
+use common::TestDb;
+use serde_json::Value;
+use tokio_postgres::Client;
+use walhook::deliver::HOT_STATEMENTS;
+
+const OUTBOX_ROWS: i64 = 50_000;
+/// Deliveries claimed before the plans are read, as a record write sees.
+const CLAIMED: i64 = 500;
+
+/// The outbox tables whose whole-table scans grow with the backlog.
+const OUTBOX_TABLES: &[&str] = &["deliveries", "events"];
+
+async fn fill_never_analyzed_outbox(client: &Client) {
+    // Nothing may analyze the tables behind the test's back.
+    client
+        .batch_execute(
+            "ALTER TABLE walhook.deliveries SET (autovacuum_enabled = false);
+             ALTER TABLE walhook.events SET (autovacuum_enabled = false);
+             ALTER TABLE walhook.attempts SET (autovacuum_enabled = false);",
+        )
+        .await
+        .expect("autovacuum off for the outbox");
+    client
+        .execute(
+            "SELECT walhook.subscribe('http://127.0.0.1:9/hooks', ARRAY['*'])",
+            &[],
+        )
+        .await
+        .expect("subscribe");
+    client
+        .execute(
+            "INSERT INTO walhook.events (id, type, payload, row_key)
+             SELECT 'evt_' || lpad(g::text, 8, '0'), 'orders.insert', '{}', 'public.orders:[' || g || ']'
+             FROM generate_series(1, $1::int8) g",
+            &[&OUTBOX_ROWS],
+        )
+        .await
+        .expect("events");
+    client
+        .execute(
+            "INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
+             SELECT 'evt_' || lpad(g::text, 8, '0'), (SELECT min(id) FROM walhook.subscriptions),
+                    'public.orders:[' || g || ']'
+             FROM generate_series(1, $1::int8) g",
+            &[&OUTBOX_ROWS],
+        )
+        .await
+        .expect("deliveries");
+    client
+        .execute(
+            "UPDATE walhook.deliveries SET state = 'in_flight', attempts = 1,
+                    lease_until = now() + interval '1 minute'
+             WHERE id <= $1",
+            &[&CLAIMED],
+        )
+        .await
+        .expect("claim some");
+    let analyzed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_user_tables
+             WHERE schemaname = 'walhook' AND relname IN ('deliveries', 'events')
+               AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)",
+            &[],
+        )
+        .await
+        .expect("analyze times")
+        .get(0);
+    assert_eq!(analyzed, 0, "the outbox must never have been analyzed");
+}
+
+/// The values each statement is run with, as SQL for `EXECUTE`.
+fn arguments(statement: &str) -> String {
+    let ids = format!(
+        "'{{{}}}'::bigint[]",
+        (1..=CLAIMED)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let event_ids = format!(
+        "'{{{}}}'::text[]",
+        (1..=CLAIMED)
+            .map(|i| format!("evt_{i:08}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let n = CLAIMED;
+    match statement {
+        "claim" => "(1000, 60, '{}'::bigint[], '{}'::int[], 256, 4)".into(),
+        "events of claimed" => format!("({event_ids})"),
+        "next due" => String::new(),
+        "record deliveries" => format!(
+            "({ids}, array_fill(1, ARRAY[{n}]), array_fill('delivered'::text, ARRAY[{n}]),
+              array_fill(0::float8, ARRAY[{n}]), array_fill(200, ARRAY[{n}]),
+              array_fill(NULL::text, ARRAY[{n}]))"
+        ),
+        "record attempts" => format!(
+            "({ids}, array_fill(now(), ARRAY[{n}]), array_fill(200, ARRAY[{n}]),
+              array_fill(3, ARRAY[{n}]), array_fill(NULL::text, ARRAY[{n}]),
+              array_fill(NULL::text, ARRAY[{n}]))"
+        ),
+        other => panic!("no arguments known for the statement {other:?}; add them here"),
+    }
+}
+
+/// The plan of `sql`, prepared, run with `arguments` under `plan_cache_mode`.
+async fn plan(client: &Client, sql: &str, arguments: &str, mode: &str) -> Value {
+    client
+        .batch_execute(&format!(
+            "SET plan_cache_mode = {mode}; PREPARE checked AS {sql}"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("prepare {sql}: {e}"));
+    let row = client
+        .query_one(
+            &format!("EXPLAIN (FORMAT JSON) EXECUTE checked{arguments}"),
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("explain {sql}: {e}"));
+    client
+        .batch_execute("DEALLOCATE checked; RESET plan_cache_mode")
+        .await
+        .expect("deallocate");
+    row.get(0)
+}
+
+/// The tables a plan reads with a sequential scan.
+fn seq_scanned(plan: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![plan];
+    while let Some(node) = stack.pop() {
+        match node {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(fields) => {
+                if fields.get("Node Type").and_then(Value::as_str) == Some("Seq Scan") {
+                    if let Some(table) = fields.get("Relation Name").and_then(Value::as_str) {
+                        found.push(table.to_owned());
+                    }
+                }
+                stack.extend(fields.values());
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn hot_statements_use_indexes_on_a_never_analyzed_outbox() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    fill_never_analyzed_outbox(&client).await;
+
+    // The check itself sees a whole-table scan where there is one.
+    let bad = plan(
+        &client,
+        "SELECT * FROM walhook.deliveries WHERE last_error IS NULL",
+        "",
+        "force_custom_plan",
+    )
+    .await;
+    assert_eq!(seq_scanned(&bad), vec!["deliveries".to_owned()]);
+
+    for (name, sql) in HOT_STATEMENTS {
+        for mode in ["force_generic_plan", "force_custom_plan"] {
+            let plan = plan(&client, sql, &arguments(name), mode).await;
+            let outbox_scans: Vec<String> = seq_scanned(&plan)
+                .into_iter()
+                .filter(|table| OUTBOX_TABLES.contains(&table.as_str()))
+                .collect();
+            assert!(
+                outbox_scans.is_empty(),
+                "{name} ({mode}) scans {outbox_scans:?} whole on a never-analyzed outbox:\n{plan:#}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_outbox_that_has_grown_is_analyzed_once() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    fill_never_analyzed_outbox(&client).await;
+    let analyze = "SELECT walhook.analyze_grown_outbox()";
+    let mut first: Vec<String> = client.query_one(analyze, &[]).await.expect("check").get(0);
+    first.sort();
+    assert_eq!(first, vec!["walhook.deliveries", "walhook.events"]);
+    let reltuples: f32 = client
+        .query_one(
+            "SELECT reltuples FROM pg_class WHERE oid = 'walhook.deliveries'::regclass",
+            &[],
+        )
+        .await
+        .expect("reltuples")
+        .get(0);
+    assert!(
+        reltuples > (OUTBOX_ROWS / 2) as f32,
+        "the statistics count the outbox: {reltuples}"
+    );
+    let second: Vec<String> = client.query_one(analyze, &[]).await.expect("check").get(0);
+    assert!(second.is_empty(), "nothing grew since: {second:?}");
+
+    // Analyzed with nothing open, then a burst that fits in the table.
+    client
+        .batch_execute(
+            "UPDATE walhook.deliveries SET state = 'delivered', delivered_at = now();
+             ANALYZE walhook.deliveries;
+             UPDATE walhook.deliveries SET state = 'pending', delivered_at = NULL WHERE id <= 3000;",
+        )
+        .await
+        .expect("deliver all, analyze, reopen some");
+    let reopened: Vec<String> = client.query_one(analyze, &[]).await.expect("check").get(0);
+    assert_eq!(reopened, vec!["walhook.deliveries"]);
+}
