@@ -83,25 +83,7 @@ async fn blackhole_then_recover(mode: CaptureMode) {
     let receiver = Receiver::ok().await;
     let db = TestDb::new().await;
     let client = db.client().await;
-    client
-        .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
-        .await
-        .expect("mode");
-    common::prepare_capture(&db.url, mode).await;
-    client
-        .batch_execute(
-            "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
-             SELECT walhook.watch('orders');",
-        )
-        .await
-        .expect("table");
-    client
-        .execute(
-            "SELECT walhook.subscribe($1, ARRAY['orders.*'])",
-            &[&receiver.url],
-        )
-        .await
-        .expect("subscribe");
+    common::watched_orders(&client, &db.url, mode, &receiver.url).await;
 
     let proxy = Proxy::start(upstream()).await;
     let admin_port = free_port();
@@ -206,21 +188,7 @@ async fn terminated_capture_connection_closes_the_replication_stream() {
     let receiver = Receiver::ok().await;
     let db = TestDb::new().await;
     let client = db.client().await;
-    common::prepare_capture(&db.url, mode).await;
-    client
-        .batch_execute(
-            "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
-             SELECT walhook.watch('orders');",
-        )
-        .await
-        .expect("table");
-    client
-        .execute(
-            "SELECT walhook.subscribe($1, ARRAY['orders.*'])",
-            &[&receiver.url],
-        )
-        .await
-        .expect("subscribe");
+    common::watched_orders(&client, &db.url, mode, &receiver.url).await;
     let relay = Relay::start(&db.url, mode);
     insert(&client, 1..11).await;
     assert_eq!(

@@ -34,25 +34,7 @@ async fn prepare(url: &str, mode: CaptureMode, receiver: &Receiver) {
     walhook::migrate::migrate(&mut client)
         .await
         .expect("migrations apply");
-    client
-        .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
-        .await
-        .expect("mode");
-    common::prepare_capture(url, mode).await;
-    client
-        .batch_execute(
-            "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
-             SELECT walhook.watch('orders');",
-        )
-        .await
-        .expect("table");
-    client
-        .execute(
-            "SELECT walhook.subscribe($1, ARRAY['orders.*'])",
-            &[&receiver.url],
-        )
-        .await
-        .expect("subscribe");
+    common::watched_orders(&client, url, mode, &receiver.url).await;
 }
 
 /// Inserts rows one by one, reconnecting while the server is away, until

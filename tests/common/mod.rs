@@ -431,3 +431,33 @@ pub async fn prepare_capture(url: &str, mode: walhook::config::CaptureMode) {
 pub mod browser;
 pub mod console;
 pub mod sql_surface;
+
+/// The scenario most capture tests start from: capture in `mode` set up,
+/// a watched table `orders (id int PRIMARY KEY, status text NOT NULL)`
+/// and one subscription of `receiver_url` to `orders.*`.
+pub async fn watched_orders(
+    client: &Client,
+    url: &str,
+    mode: walhook::config::CaptureMode,
+    receiver_url: &str,
+) {
+    client
+        .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
+        .await
+        .expect("mode");
+    prepare_capture(url, mode).await;
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
+             SELECT walhook.watch('orders');",
+        )
+        .await
+        .expect("table");
+    client
+        .execute(
+            "SELECT walhook.subscribe($1, ARRAY['orders.*'])",
+            &[&receiver_url],
+        )
+        .await
+        .expect("subscribe");
+}
