@@ -414,6 +414,14 @@ async fn slot_chosen_by(
     let status = relay.0.wait().expect("walhook run exits");
     assert!(status.success(), "{status:?}");
     let found = slots(&client).await;
+    // The server lets go of a slot a moment after its client has gone.
+    common::wait_for_count(
+        &client,
+        "SELECT count(*) FROM pg_replication_slots WHERE database = current_database() AND active",
+        0,
+        Duration::from_secs(10),
+    )
+    .await;
     client
         .batch_execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()")
         .await
