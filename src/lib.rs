@@ -4,6 +4,35 @@
 //! [`source`] captures [`change::RowChange`]s, [`route`] matches them to
 //! subscriptions, [`outbox`] stores events and deliveries in one
 //! transaction per batch, and [`deliver`] POSTs them.
+//!
+//! # Layers
+//!
+//! Every module sits in one layer, and imports only from its own layer and
+//! the ones below it, never from a layer above; no two modules import each
+//! other. `tests/structure.rs` checks both (and that no file grows past 700
+//! lines) against the same table as this list, lowest layer first:
+//!
+//! - **foundation**: [backoff], [socket], [config], [metrics], [health], [event_type], [catalog], [change], [db], [pool], [migrate]
+//! - **pipeline**: [source], [route], [outbox], [deliver]
+//! - **services**: [backfill], [setup], upkeep, [status], [event_catalog], [inspect]
+//! - **edges**: [admin], [console], [healthcheck], receiver
+//! - **process**: [relay], [demo], main
+//!
+//! The foundation knows nothing of the pipeline: settings, connections,
+//! the catalog cache and the row change itself. The pipeline's stages
+//! meet only through the narrow types of [`change`] and [`source`]. The
+//! services are jobs and reports built on the stages; the edges are what
+//! people and machines talk to (the admin server, its console, the health
+//! probe); the processes put everything together (`walhook run` is
+//! [`relay::run`], which also starts the admin server; `main` is the
+//! command line). A new module goes in the lowest layer whose modules it
+//! needs, here and in the test's table.
+//!
+//! # Where to start
+//!
+//! - A setting: the section's file in `src/config/` (see [`config`]).
+//! - A capture source: the contract in [`source`].
+//! - How a delivery is claimed, sent and recorded: [`deliver`].
 
 pub mod admin;
 pub mod backfill;
