@@ -1,6 +1,6 @@
 //! The documented example configuration, `config/walhook.toml`: it parses,
 //! it sets every key to its default, and it documents every key that
-//! `src/config.rs` accepts, with its default and (where one exists) its
+//! `src/config/` accepts, with its default and (where one exists) its
 //! environment variable and flag.
 
 use std::collections::BTreeSet;
@@ -10,15 +10,26 @@ use walhook::config::Config;
 
 const EXAMPLE_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/walhook.toml");
 const EXAMPLE: &str = include_str!("../config/walhook.toml");
-const CONFIG_SOURCE: &str = include_str!("../src/config.rs");
-
-/// The file structs of `src/config.rs` and the section each one reads.
-const FILE_STRUCTS: &[(&str, &str)] = &[
-    ("FileConfig", ""),
-    ("FileCapture", "capture"),
-    ("FileDelivery", "delivery"),
-    ("FileAdmin", "admin"),
-    ("FileBackfill", "backfill"),
+/// The file structs of `src/config/`, the section each one reads and the
+/// source that declares it.
+const FILE_STRUCTS: &[(&str, &str, &str)] = &[
+    ("FileConfig", "", include_str!("../src/config/mod.rs")),
+    (
+        "FileCapture",
+        "capture",
+        include_str!("../src/config/capture.rs"),
+    ),
+    (
+        "FileDelivery",
+        "delivery",
+        include_str!("../src/config/delivery.rs"),
+    ),
+    ("FileAdmin", "admin", include_str!("../src/config/admin.rs")),
+    (
+        "FileBackfill",
+        "backfill",
+        include_str!("../src/config/backfill.rs"),
+    ),
 ];
 
 /// Keys whose environment variable and flag DESIGN.md fixes.
@@ -50,17 +61,20 @@ const WITH_ENV_AND_FLAG: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Every key the file structs of `src/config.rs` declare, as
+/// Every key the file structs of `src/config/` declare, as
 /// `section.key` (or `key` at the top level), read from the source so a
 /// key added there without documentation fails this test.
 fn keys_in_config_source() -> BTreeSet<String> {
-    let sections: BTreeSet<&str> = FILE_STRUCTS.iter().map(|(_, section)| *section).collect();
+    let sections: BTreeSet<&str> = FILE_STRUCTS
+        .iter()
+        .map(|(_, section, _)| *section)
+        .collect();
     let mut keys = BTreeSet::new();
-    for (name, section) in FILE_STRUCTS {
-        let start = CONFIG_SOURCE
+    for (name, section, source) in FILE_STRUCTS {
+        let start = source
             .find(&format!("struct {name} {{"))
-            .unwrap_or_else(|| panic!("src/config.rs has no struct {name}"));
-        let body = &CONFIG_SOURCE[start..];
+            .unwrap_or_else(|| panic!("src/config/ has no struct {name}"));
+        let body = &source[start..];
         let body = &body[..body.find("\n}").expect("struct ends")];
         for line in body.lines().skip(1) {
             let line = line.trim();
@@ -155,7 +169,7 @@ fn every_accepted_key_is_documented_once() {
     let accepted = keys_in_config_source();
     assert!(
         accepted.len() >= 19,
-        "reading src/config.rs found only {accepted:?}"
+        "reading src/config/ found only {accepted:?}"
     );
     let documented = documented_keys();
     let names: Vec<&str> = documented.iter().map(|(name, _)| name.as_str()).collect();
@@ -163,7 +177,7 @@ fn every_accepted_key_is_documented_once() {
     assert_eq!(unique.len(), names.len(), "a key appears twice: {names:?}");
     assert_eq!(
         unique, accepted,
-        "config/walhook.toml and src/config.rs disagree on the keys"
+        "config/walhook.toml and src/config/ disagree on the keys"
     );
 }
 

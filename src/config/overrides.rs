@@ -14,14 +14,19 @@ use super::{FileAdmin, FileBackfill, FileCapture, FileDelivery, OTHER_ENV};
 /// by the same code that applies the file.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
+    /// The file to read and the database.
     #[command(flatten)]
     pub connection: ConnectionOverrides,
+    /// `[capture]` settings.
     #[command(flatten)]
     pub capture: FileCapture,
+    /// `[delivery]` settings.
     #[command(flatten)]
     pub delivery: FileDelivery,
+    /// `[admin]` settings.
     #[command(flatten)]
     pub admin: FileAdmin,
+    /// `[backfill]` settings.
     #[command(flatten)]
     pub backfill: FileBackfill,
 }
