@@ -3,6 +3,8 @@
 //! Both capture modes produce the same [`RowChange`] values, so routing,
 //! the outbox and delivery never know where a change came from.
 
+#![warn(missing_docs)]
+
 pub mod value;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -14,15 +16,20 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// A row was inserted.
     Insert,
+    /// A row was updated.
     Update,
+    /// A row was deleted.
     Delete,
+    /// The whole table was emptied (one change, no row).
     Truncate,
     /// A row as a backfill read it (not a change).
     Read,
 }
 
 impl Action {
+    /// The action as events, event types and the database spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Insert => "insert",
@@ -33,6 +40,8 @@ impl Action {
         }
     }
 
+    /// The action [`Action::as_str`] spells as `text`; `None` for anything
+    /// else.
     pub fn parse(text: &str) -> Option<Action> {
         match text {
             "insert" => Some(Action::Insert),
@@ -48,8 +57,11 @@ impl Action {
 /// The table a change belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TableRef {
+    /// The table's oid when the change was captured.
     pub relid: u32,
+    /// The schema's name, unquoted.
     pub schema: String,
+    /// The table's name, unquoted.
     pub name: String,
 }
 
@@ -70,17 +82,32 @@ pub type Row = Map<String, Value>;
 pub enum Position {
     /// Logical replication: the transaction's commit LSN and the change's
     /// index within the transaction.
-    Wal { commit_lsn: u64, index: u32 },
+    Wal {
+        /// The transaction's commit LSN.
+        commit_lsn: u64,
+        /// The change's index within the transaction, from 0.
+        index: u32,
+    },
     /// Trigger capture: the id of the row in `walhook.capture`.
-    Capture { id: i64 },
+    Capture {
+        /// `walhook.capture.id`.
+        id: i64,
+    },
     /// A backfill's read: the backfill and the row's number in it.
-    Read { backfill: i64, row: u64 },
+    Read {
+        /// The backfill's id.
+        backfill: i64,
+        /// The row's number within the backfill.
+        row: u64,
+    },
 }
 
 /// One committed change of one row (or a truncate of a whole table).
 #[derive(Debug, Clone)]
 pub struct RowChange {
+    /// The table changed.
     pub table: TableRef,
+    /// What happened to the row.
     pub action: Action,
     /// The row after the change (insert, update).
     pub record: Option<Row>,
@@ -90,10 +117,17 @@ pub struct RowChange {
     /// Primary key values (as JSON) identifying the row; empty when the
     /// table has no primary key, which orders the whole table as one row.
     pub key: Vec<Value>,
+    /// What the writing transaction named with `walhook.set_actor`, if it did.
     pub actor: Option<String>,
+    /// The writing transaction's id, its low 32 bits (as pgoutput sends it;
+    /// a backfill's read has the row's `xmin`).
     pub txid: u32,
+    /// The transaction's commit LSN; `None` where the capture has none
+    /// (trigger capture, a backfill's read).
     pub commit_lsn: Option<u64>,
+    /// When the transaction committed.
     pub committed_at: DateTime<Utc>,
+    /// Where the change sits in the stream; the event id is derived from it.
     pub position: Position,
 }
 
@@ -230,12 +264,17 @@ impl Serialize for Changes<'_> {
 /// A webhook event ready for the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// `evt_` and a ULID, stable across re-captures (see [`event_id_from`]).
     pub id: String,
+    /// `<table>.<action>`, e.g. `orders.update`.
     pub event_type: String,
     /// The JSON body, exactly as delivered.
     pub payload: String,
+    /// The ordering key (see [`RowChange::row_key`]).
     pub row_key: String,
+    /// The writing transaction's id.
     pub txid: u32,
+    /// The transaction's commit LSN, where the capture has one.
     pub commit_lsn: Option<u64>,
 }
 

@@ -35,13 +35,15 @@ const INT4RANGE: u32 = 3904;
 const BYTEA_ARRAY: u32 = 1001;
 const JSONB_ARRAY: u32 = 3807;
 
+/// The catalog the tests map against: base types, arrays of some, and the
+/// user-defined kinds (enum, domain, composite, range).
 fn types() -> Types {
     let mut types = Types::default();
-    let mut base = |oid, name: &str| {
+    let mut add = |oid, name: &str, kind| {
         types.insert(TypeInfo {
             oid,
             name: name.into(),
-            kind: TypeKind::Base,
+            kind,
         })
     };
     for (oid, name) in [
@@ -66,85 +68,30 @@ fn types() -> Types {
         (BYTEA, "bytea"),
         (BOX, "box"),
     ] {
-        base(oid, name);
+        add(oid, name, TypeKind::Base);
     }
-    let mut add = |oid, name: &str, kind| {
-        types.insert(TypeInfo {
-            oid,
-            name: name.into(),
-            kind,
-        })
-    };
-    add(
-        INT4_ARRAY,
-        "_int4",
-        TypeKind::Array {
-            element: INT4,
-            delimiter: ',',
-        },
-    );
-    add(
-        TEXT_ARRAY,
-        "_text",
-        TypeKind::Array {
-            element: TEXT,
-            delimiter: ',',
-        },
-    );
-    add(
-        BOX_ARRAY,
-        "_box",
-        TypeKind::Array {
-            element: BOX,
-            delimiter: ';',
-        },
-    );
-    add(
-        BYTEA_ARRAY,
-        "_bytea",
-        TypeKind::Array {
-            element: BYTEA,
-            delimiter: ',',
-        },
-    );
-    add(
-        JSONB_ARRAY,
-        "_jsonb",
-        TypeKind::Array {
-            element: JSONB,
-            delimiter: ',',
-        },
-    );
+    for (oid, name, element, delimiter) in [
+        (INT4_ARRAY, "_int4", INT4, ','),
+        (TEXT_ARRAY, "_text", TEXT, ','),
+        (BOX_ARRAY, "_box", BOX, ';'),
+        (BYTEA_ARRAY, "_bytea", BYTEA, ','),
+        (JSONB_ARRAY, "_jsonb", JSONB, ','),
+        (PAIR_ARRAY, "_pair", PAIR, ','),
+    ] {
+        add(oid, name, TypeKind::Array { element, delimiter });
+    }
     add(MOOD, "mood", TypeKind::Enum);
     add(POSITIVE, "positive", TypeKind::Domain { base: INT8 });
-    add(
-        PAIR,
-        "pair",
-        TypeKind::Composite {
-            fields: vec![
-                Column {
-                    name: "n".into(),
-                    type_oid: INT4,
-                },
-                Column {
-                    name: "label".into(),
-                    type_oid: TEXT,
-                },
-                Column {
-                    name: "tags".into(),
-                    type_oid: TEXT_ARRAY,
-                },
-            ],
-        },
-    );
-    add(
-        PAIR_ARRAY,
-        "_pair",
-        TypeKind::Array {
-            element: PAIR,
-            delimiter: ',',
-        },
-    );
+    let field = |name: &str, type_oid| Column {
+        name: name.into(),
+        type_oid,
+    };
+    let fields = vec![
+        field("n", INT4),
+        field("label", TEXT),
+        field("tags", TEXT_ARRAY),
+    ];
+    add(PAIR, "pair", TypeKind::Composite { fields });
     add(INT4RANGE, "int4range", TypeKind::Range { subtype: INT4 });
     types
 }
