@@ -120,6 +120,58 @@ pub fn reaches(edges: &BTreeMap<(String, String), Vec<String>>, from: &str, to: 
     false
 }
 
+/// One cycle for each group of modules that reach each other: the
+/// shortest one through the group's first module, as the modules along it,
+/// first and last the same.
+pub fn cycles(edges: &BTreeMap<(String, String), Vec<String>>) -> Vec<Vec<String>> {
+    let modules: BTreeSet<&String> = edges.keys().map(|(from, _)| from).collect();
+    let mut grouped = BTreeSet::new();
+    let mut found = Vec::new();
+    for start in modules {
+        if grouped.contains(start) {
+            continue;
+        }
+        let group: BTreeSet<&String> = edges
+            .keys()
+            .map(|(_, to)| to)
+            .filter(|m| *m != start && reaches(edges, start, m) && reaches(edges, m, start))
+            .collect();
+        grouped.extend(group.iter().cloned());
+        if let Some(cycle) = shortest_cycle(edges, start).filter(|_| !group.is_empty()) {
+            found.push(cycle);
+        }
+    }
+    found
+}
+
+/// The shortest path from `start` back to itself, breadth first.
+fn shortest_cycle(
+    edges: &BTreeMap<(String, String), Vec<String>>,
+    start: &str,
+) -> Option<Vec<String>> {
+    let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(module) = queue.pop_front() {
+        for (_, next) in edges.keys().filter(|(from, _)| from == module) {
+            if next == start {
+                let mut path = vec![start.to_owned(), module.to_owned()];
+                let mut at = module;
+                while at != start {
+                    at = came_from[at];
+                    path.push(at.to_owned());
+                }
+                path.reverse();
+                return Some(path);
+            }
+            if !came_from.contains_key(next.as_str()) {
+                came_from.insert(next, module);
+                queue.push_back(next);
+            }
+        }
+    }
+    None
+}
+
 /// The module a path names: its longest prefix that is a module of the
 /// tree (`""`, the crate root, when none is).
 pub fn deepest_module(path: &[String], known: &BTreeSet<String>) -> String {
@@ -246,4 +298,5 @@ pub fn sibling_edges_lift_to_the_modules_under_a_common_parent() {
     .collect();
     assert!(reaches(&cycle, "b", "a"));
     assert!(!reaches(&cycle, "d", "a"));
+    assert_eq!(cycles(&cycle), vec![vec!["a", "b", "c", "a"]]);
 }
