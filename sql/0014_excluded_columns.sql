@@ -186,6 +186,11 @@ BEGIN
 END $$;
 
 -- As in 0002, leaving out the columns named in the trigger's arguments.
+-- Its hstore variables are resolved with its own search_path (pinned
+-- below to hstore's schema), which this migration's lacks: the body is
+-- checked when it first runs.
+SET LOCAL check_function_bodies = off;
+
 -- Arguments that are no longer all column names (a column renamed or
 -- dropped since the trigger was made, where no event trigger followed the
 -- ALTER TABLE) are looked up again by column number.
@@ -193,34 +198,44 @@ CREATE OR REPLACE FUNCTION walhook.capture_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     actor text := nullif(current_setting('walhook.actor', true), '');
-    excluded text[] := TG_ARGV;
-    new_image text[];
-    old_image text[];
+    excluded text[];
+    new_row hstore;
+    old_row hstore;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         INSERT INTO walhook.capture (relid, schema_name, table_name, action, actor)
         VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'truncate', actor);
     ELSIF TG_NARGS = 0 THEN
-        IF TG_OP <> 'DELETE' THEN
-            new_image := hstore_to_array(hstore(NEW));
+        -- No excluded columns: exactly as in 0002.
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO walhook.capture (relid, schema_name, table_name, action, record, actor)
+            VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'insert', hstore_to_array(hstore(NEW)), actor);
+        ELSIF TG_OP = 'UPDATE' THEN
+            INSERT INTO walhook.capture (relid, schema_name, table_name, action, record, old_record, actor)
+            VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'update',
+                    hstore_to_array(hstore(NEW)), hstore_to_array(hstore(OLD)), actor);
+        ELSE
+            INSERT INTO walhook.capture (relid, schema_name, table_name, action, old_record, actor)
+            VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'delete', hstore_to_array(hstore(OLD)), actor);
         END IF;
-        IF TG_OP <> 'INSERT' THEN
-            old_image := hstore_to_array(hstore(OLD));
-        END IF;
-        INSERT INTO walhook.capture (relid, schema_name, table_name, action, record, old_record, actor)
-        VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, lower(TG_OP), new_image, old_image, actor);
     ELSE
-        IF NOT hstore(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END) ?& excluded THEN
-            excluded := walhook.excluded_names(TG_RELID);
-        END IF;
+        excluded := TG_ARGV;
         IF TG_OP <> 'DELETE' THEN
-            new_image := hstore_to_array(hstore(NEW) - excluded);
+            new_row := hstore(NEW);
         END IF;
         IF TG_OP <> 'INSERT' THEN
-            old_image := hstore_to_array(hstore(OLD) - excluded);
+            old_row := hstore(OLD);
+        END IF;
+        IF NOT coalesce(new_row, old_row) ?& excluded THEN
+            -- The watched table: this one, or the partitioned table it is
+            -- a partition of (whose columns have the same names).
+            excluded := walhook.excluded_names((SELECT w.relid FROM walhook.watched w
+                                                WHERE w.relid::oid IN (SELECT relid FROM pg_partition_ancestors(TG_RELID))
+                                                LIMIT 1));
         END IF;
         INSERT INTO walhook.capture (relid, schema_name, table_name, action, record, old_record, actor)
-        VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, lower(TG_OP), new_image, old_image, actor);
+        VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, lower(TG_OP),
+                hstore_to_array(new_row - excluded), hstore_to_array(old_row - excluded), actor);
     END IF;
     -- Only a wake-up: the relay reads the table, never the payload.
     PERFORM pg_notify('walhook_capture', '');
@@ -237,6 +252,7 @@ BEGIN
     SELECT extnamespace::regnamespace::text INTO ns FROM pg_extension WHERE extname = 'hstore';
     EXECUTE format('ALTER FUNCTION walhook.capture_change() SET search_path = pg_catalog, %s, pg_temp', ns);
 END $$;
+SET LOCAL check_function_bodies = on;
 
 -- Re-spells rel's excluded columns from their numbers: a renamed column
 -- keeps its place under its new name, a dropped one leaves the list.

@@ -525,3 +525,41 @@ async fn without_the_event_trigger_no_column_list_is_used() {
         .expect("watch again");
     assert_eq!(column_list(&client).await, Some(vec![1, 2, 4]));
 }
+
+/// Where no event trigger follows a rename, the capture trigger finds the
+/// excluded column under its new name by itself.
+#[tokio::test]
+async fn the_capture_trigger_follows_a_rename_it_was_not_told_of() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "SELECT walhook.set_capture_mode('trigger');
+             CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL, password_hash text, note text);
+             SELECT walhook.watch('users', exclude_columns => ARRAY['password_hash']);
+             ALTER EVENT TRIGGER walhook_follow_excluded_columns DISABLE;
+             ALTER TABLE users RENAME COLUMN password_hash TO pw;
+             INSERT INTO users VALUES (1, 'one@example.com', 'SECRET-1', 'n');
+             UPDATE users SET pw = 'SECRET-2', note = 'm';
+             DELETE FROM users;",
+        )
+        .await
+        .expect("setup");
+    let captured: Vec<String> = client
+        .query(
+            "SELECT coalesce(record::text, '') || coalesce(old_record::text, '') FROM walhook.capture ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("capture")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(captured.len(), 3);
+    for row in &captured {
+        assert!(
+            row.contains("one@example.com") && !row.contains("SECRET") && !row.contains("pw"),
+            "{row}"
+        );
+    }
+}
