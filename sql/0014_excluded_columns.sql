@@ -229,9 +229,11 @@ BEGIN
         IF NOT coalesce(new_row, old_row) ?& excluded THEN
             -- The watched table: this one, or the partitioned table it is
             -- a partition of (whose columns have the same names).
-            excluded := walhook.excluded_names((SELECT w.relid FROM walhook.watched w
-                                                WHERE w.relid::oid IN (SELECT relid FROM pg_partition_ancestors(TG_RELID))
-                                                LIMIT 1));
+            excluded := coalesce(nullif(walhook.excluded_names(
+                            (SELECT w.relid FROM walhook.watched w
+                             WHERE w.relid::oid = TG_RELID
+                                OR w.relid::oid IN (SELECT a.relid FROM pg_partition_ancestors(TG_RELID) a)
+                             ORDER BY w.relid::oid = TG_RELID DESC LIMIT 1)), '{}'), excluded);
         END IF;
         INSERT INTO walhook.capture (relid, schema_name, table_name, action, record, old_record, actor)
         VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, lower(TG_OP),
