@@ -1,6 +1,7 @@
 //! What the relay knows of the database's tables and types, loaded from the
 //! system catalogs and cached: column names and types in table order, the
-//! primary key, and the shape of every type a value mapping may meet.
+//! primary key, the columns `walhook.watch` excluded, and the shape of
+//! every type a value mapping may meet.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ pub struct TableInfo {
     pub relid: u32,
     pub schema: String,
     pub name: String,
+    /// The columns events carry, in table order: every column but those
+    /// `walhook.watch` excluded ([`Catalog::excluded_columns`]).
     pub columns: Vec<Column>,
     /// Primary key columns in key order; empty when the table has none.
     pub key_columns: Vec<String>,
@@ -154,6 +157,8 @@ impl Types {
 #[derive(Debug, Default)]
 pub struct Catalog {
     tables: HashMap<u32, Arc<TableInfo>>,
+    /// Per table with any, the names of its excluded columns.
+    excluded: HashMap<u32, Vec<String>>,
     pub types: Types,
 }
 
@@ -161,8 +166,16 @@ impl Catalog {
     pub async fn load(client: &Client) -> Result<Catalog, tokio_postgres::Error> {
         Ok(Catalog {
             tables: HashMap::new(),
+            excluded: HashMap::new(),
             types: Types::load(client).await?,
         })
+    }
+
+    /// The columns of the table no event may carry (`walhook.watch`'s
+    /// `exclude_columns`, key columns never among them), as of the last
+    /// [`Catalog::table`] load; empty for a table not loaded.
+    pub fn excluded_columns(&self, relid: u32) -> &[String] {
+        self.excluded.get(&relid).map_or(&[], Vec::as_slice)
     }
 
     /// The table with this oid, from the cache or the catalog; `None` when
@@ -175,7 +188,7 @@ impl Catalog {
         if let Some(table) = self.tables.get(&relid) {
             return Ok(Some(table.clone()));
         }
-        let Some(table) = load_table(client, relid).await? else {
+        let Some((table, excluded)) = load_table(client, relid).await? else {
             return Ok(None);
         };
         if table
@@ -187,12 +200,18 @@ impl Catalog {
         }
         let table = Arc::new(table);
         self.tables.insert(relid, table.clone());
+        if excluded.is_empty() {
+            self.excluded.remove(&relid);
+        } else {
+            self.excluded.insert(relid, excluded);
+        }
         Ok(Some(table))
     }
 
     /// Drops the cached shape of a table, so the next use reloads it.
     pub fn forget_table(&mut self, relid: u32) {
         self.tables.remove(&relid);
+        self.excluded.remove(&relid);
     }
 
     /// Reloads every type (after a change introduced one the cache lacks).
@@ -202,10 +221,12 @@ impl Catalog {
     }
 }
 
+/// The table, and the names of its excluded columns (which its `columns`
+/// leave out).
 async fn load_table(
     client: &Client,
     relid: u32,
-) -> Result<Option<TableInfo>, tokio_postgres::Error> {
+) -> Result<Option<(TableInfo, Vec<String>)>, tokio_postgres::Error> {
     let Some(head) = client
         .query_opt(
             "SELECT n.nspname::text, c.relname::text FROM pg_class c
@@ -216,19 +237,27 @@ async fn load_table(
     else {
         return Ok(None);
     };
-    let columns = client
+    let mut columns = Vec::new();
+    let mut excluded = Vec::new();
+    for row in client
         .query(
-            "SELECT attname::text, atttypid FROM pg_attribute
-             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            "SELECT a.attname::text, a.atttypid, a.attnum = ANY (x.attnums)
+             FROM pg_attribute a, (SELECT walhook.excluded_attnums($1::oid::regclass) AS attnums) x
+             WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
             &[&relid],
         )
         .await?
-        .into_iter()
-        .map(|row| Column {
-            name: row.get(0),
-            type_oid: row.get(1),
-        })
-        .collect();
+    {
+        let name: String = row.get(0);
+        if row.get::<_, bool>(2) {
+            excluded.push(name);
+        } else {
+            columns.push(Column {
+                name,
+                type_oid: row.get(1),
+            });
+        }
+    }
     let key_columns = client
         .query(
             "SELECT a.attname::text FROM pg_index i
@@ -241,11 +270,12 @@ async fn load_table(
         .into_iter()
         .map(|row| row.get(0))
         .collect();
-    Ok(Some(TableInfo {
+    let table = TableInfo {
         relid,
         schema: head.get(0),
         name: head.get(1),
         columns,
         key_columns,
-    }))
+    };
+    Ok(Some((table, excluded)))
 }

@@ -403,6 +403,7 @@ impl ReplicationSource {
                     Some(table) => table.key_columns.clone(),
                     None => Vec::new(),
                 };
+                let excluded = self.catalog.excluded_columns(relation.relid).to_vec();
                 debug!(
                     relid = relation.relid,
                     schema = relation.schema,
@@ -412,7 +413,7 @@ impl ReplicationSource {
                 );
                 self.relations.insert(
                     relation.relid,
-                    Arc::new(RelationInfo::new(relation, &key_columns)),
+                    Arc::new(RelationInfo::new(relation, &key_columns).excluding(&excluded)),
                 );
             }
             LogicalMessage::Type { oid, schema, name } => {
@@ -513,7 +514,7 @@ impl ReplicationSource {
             None => (None, false),
         };
         let full_old = if old_is_key { None } else { old.as_mut() };
-        let missing = match new.as_mut() {
+        let mut missing = match new.as_mut() {
             Some(new) => rows::fill_unchanged(new, full_old),
             None => match full_old {
                 Some(old) => old
@@ -525,6 +526,8 @@ impl ReplicationSource {
                 None => Vec::new(),
             },
         };
+        // Excluded columns are dropped, never looked up.
+        missing.retain(|&i| !relation.is_excluded(i));
         if !missing.is_empty() {
             let key_source = new.as_ref().or(old.as_ref()).cloned().unwrap_or_default();
             let fetched = self

@@ -1,6 +1,8 @@
 //! From pgoutput tuples to [`Row`]s: values mapped by their column types in
 //! the column order the latest Relation message gave, unchanged TOAST
-//! values filled in from the other row image, key values picked out.
+//! values filled in from the other row image, key values picked out, and
+//! the columns `walhook.watch` excluded left out where no publication
+//! column list kept them out of the stream already.
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -17,6 +19,8 @@ pub struct RelationInfo {
     /// Positions (in `columns`) of the primary key columns, in key order;
     /// empty when the table has no primary key.
     pub key: Vec<usize>,
+    /// Positions (in `columns`) of the columns no row may carry.
+    pub excluded: Vec<usize>,
 }
 
 impl RelationInfo {
@@ -41,7 +45,22 @@ impl RelationInfo {
             },
             columns: relation.columns,
             key,
+            excluded: Vec::new(),
         }
+    }
+
+    /// The same relation with the columns named in `excluded` left out of
+    /// every row; key columns are never left out.
+    pub fn excluding(mut self, excluded: &[String]) -> RelationInfo {
+        self.excluded = (0..self.columns.len())
+            .filter(|i| !self.key.contains(i) && excluded.contains(&self.columns[*i].name))
+            .collect();
+        self
+    }
+
+    /// Whether the column at `position` is left out of rows.
+    pub fn is_excluded(&self, position: usize) -> bool {
+        self.excluded.contains(&position)
     }
 }
 
@@ -86,10 +105,11 @@ pub fn fill_fetched(tuple: &mut Tuple, position: usize, value: Option<&Bytes>) {
     }
 }
 
-/// The row for a tuple. `only_keys` keeps just the replica identity columns
-/// (an old image that holds only the key: the other columns are not
-/// unknown values to show as null). Unchanged markers must have been
-/// resolved; any left become an error naming the column.
+/// The row for a tuple, without the excluded columns. `only_keys` keeps
+/// just the replica identity columns (an old image that holds only the
+/// key: the other columns are not unknown values to show as null).
+/// Unchanged markers of columns it keeps must have been resolved; any left
+/// become an error naming the column.
 pub fn tuple_to_row(
     types: &Types,
     relation: &RelationInfo,
@@ -108,8 +128,8 @@ pub fn tuple_to_row(
         ));
     }
     let mut row = Row::new();
-    for (column, datum) in relation.columns.iter().zip(tuple) {
-        if only_keys && !column.is_key {
+    for (position, (column, datum)) in relation.columns.iter().zip(tuple).enumerate() {
+        if (only_keys && !column.is_key) || relation.is_excluded(position) {
             continue;
         }
         let value = match datum {
@@ -268,6 +288,20 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(Value::Object(row), json!({"id": 7}));
+    }
+
+    #[test]
+    fn excluded_columns_are_left_out_even_when_unresolved() {
+        let rel = relation().excluding(&["body".into(), "id".into(), "gone".into()]);
+        assert_eq!(rel.excluded, vec![1], "a key column is never excluded");
+        let row = tuple_to_row(
+            &types(),
+            &rel,
+            &vec![text("7"), Datum::Unchanged, text("3")],
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(Value::Object(row), json!({"id": 7, "n": 3}));
     }
 
     #[test]
