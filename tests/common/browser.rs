@@ -3,7 +3,7 @@
 //!
 //! Without Chromium the browser tests fail with a message that says how to
 //! install it (`scripts/install-browser`), unless
-//! `WALHOOK_SKIP_BROWSER_TESTS=1` asks to skip them.
+//! `SKIP_BROWSER_TESTS=1` asks to skip them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,7 +24,7 @@ pub struct Browser {
 
 /// Whether the browser tests should be skipped here (said explicitly).
 pub fn skipped() -> bool {
-    std::env::var("WALHOOK_SKIP_BROWSER_TESTS").is_ok_and(|v| v == "1")
+    std::env::var("SKIP_BROWSER_TESTS").is_ok_and(|v| v == "1")
 }
 
 fn program(env: &str, default: &str) -> PathBuf {
@@ -41,7 +41,7 @@ impl Browser {
             assert!(
                 path.exists(),
                 "{what} is not installed at {}: run scripts/install-browser (apt-get install chromium chromium-driver), \
-                 or set WALHOOK_SKIP_BROWSER_TESTS=1 to skip the browser tests",
+                 or set SKIP_BROWSER_TESTS=1 to skip the browser tests",
                 path.display()
             );
         }
