@@ -11,6 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use tokio_postgres::{Client, Row};
 use tokio_util::sync::CancellationToken;
 
+use crate::deliver::DeliveryState;
+
 /// Which deliveries `walhook deliveries` shows.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DeliveryFilter {
@@ -38,11 +40,12 @@ pub enum StateFilter {
 impl StateFilter {
     fn as_sql(self) -> &'static str {
         match self {
-            StateFilter::Pending => "pending",
-            StateFilter::InFlight => "in_flight",
-            StateFilter::Delivered => "delivered",
-            StateFilter::Dead => "dead",
+            StateFilter::Pending => DeliveryState::Pending,
+            StateFilter::InFlight => DeliveryState::InFlight,
+            StateFilter::Delivered => DeliveryState::Delivered,
+            StateFilter::Dead => DeliveryState::Dead,
         }
+        .as_str()
     }
 }
 
@@ -249,8 +252,10 @@ fn delivery_line(row: &Row) -> String {
             format!("last attempt {} {outcome}{took}", timestamp(at))
         }
     };
-    let retry = match (state.as_str(), next_attempt) {
-        ("pending", Some(next)) if attempts > 0 => format!(", next {}", timestamp(next)),
+    let retry = match (state.parse(), next_attempt) {
+        (Ok(DeliveryState::Pending), Some(next)) if attempts > 0 => {
+            format!(", next {}", timestamp(next))
+        }
         _ => String::new(),
     };
     format!(

@@ -21,9 +21,9 @@ use bytes::Bytes;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 
+use super::error::DeliverError;
 use super::retry;
 use super::sign::{self, Secret};
-use super::DeliverError;
 use crate::config::DeliveryConfig;
 
 /// At most this much of a response body is read and stored.

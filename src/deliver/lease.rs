@@ -12,7 +12,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::worker::Shared;
+use super::claim::HeldClaims;
+use super::connection::connect;
 use crate::backoff::Backoff;
 
 /// The connection role that renews leases.
@@ -24,11 +25,12 @@ pub fn renew_interval(lease: Duration) -> Duration {
     (lease / 3).max(Duration::from_millis(100))
 }
 
-/// Renews the leases of `shared`'s held claims until `stop` fires.
+/// Renews the leases of the `held` claims, to `lease` from now, until
+/// `stop` fires.
 pub(super) async fn run(
     url: String,
     lease: Duration,
-    shared: Arc<Shared>,
+    held: Arc<HeldClaims>,
     stop: CancellationToken,
 ) {
     let every = renew_interval(lease);
@@ -41,19 +43,19 @@ pub(super) async fn run(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let held = shared.held_snapshot();
-        if held.is_empty() {
+        let claims = held.snapshot();
+        if claims.is_empty() {
             continue;
         }
         let renewing = match client.take() {
             Some(c) if !c.is_closed() => c,
-            _ => match super::worker::connect(&url, ROLE).await {
+            _ => match connect(&url, ROLE).await {
                 Ok(c) => {
                     backoff.reset();
                     c
                 }
                 Err(error) => {
-                    warn!(%error, held = held.len(), "cannot renew leases: database unreachable");
+                    warn!(%error, held = claims.len(), "cannot renew leases: database unreachable");
                     if !backoff.wait(&stop).await {
                         return;
                     }
@@ -61,27 +63,39 @@ pub(super) async fn run(
                 }
             },
         };
-        let (ids, attempts): (Vec<i64>, Vec<i32>) = held.into_iter().unzip();
-        let seconds = lease.as_secs_f64();
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&ids, &attempts, &seconds];
-        let renewal = renewing.execute(RENEW, &params);
-        // A renewal that does not return within its interval is as good as
-        // lost: the connection is replaced before the leases run out.
-        match tokio::time::timeout(every, renewal).await {
-            Ok(Ok(renewed)) => {
-                debug!(renewed, "leases renewed");
-                client = Some(renewing);
-            }
-            Ok(Err(error)) => {
-                warn!(%error, "renewing leases failed");
-                if !renewing.is_closed() {
-                    client = Some(renewing);
-                }
-            }
-            Err(_) => warn!(
+        client = renew(renewing, claims, lease, every).await;
+    }
+}
+
+/// Renews `claims` to `lease` from now on `client`; returns the client
+/// when it is still usable.
+async fn renew(
+    client: Client,
+    claims: Vec<(i64, i32)>,
+    lease: Duration,
+    every: Duration,
+) -> Option<Client> {
+    let (ids, attempts): (Vec<i64>, Vec<i32>) = claims.into_iter().unzip();
+    let seconds = lease.as_secs_f64();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&ids, &attempts, &seconds];
+    let renewal = client.execute(RENEW, &params);
+    // A renewal that does not return within its interval is as good as
+    // lost: the connection is replaced before the leases run out.
+    match tokio::time::timeout(every, renewal).await {
+        Ok(Ok(renewed)) => {
+            debug!(renewed, "leases renewed");
+            Some(client)
+        }
+        Ok(Err(error)) => {
+            warn!(%error, "renewing leases failed");
+            (!client.is_closed()).then_some(client)
+        }
+        Err(_) => {
+            warn!(
                 after_ms = every.as_millis() as u64,
                 "renewing leases took too long; reconnecting"
-            ),
+            );
+            None
         }
     }
 }

@@ -22,6 +22,9 @@ const EVERY: Duration = Duration::from_secs(60);
 /// The first round waits a little, so start-up is not slowed by it.
 const FIRST_AFTER: Duration = Duration::from_secs(5);
 
+/// Prunes once a minute (first after a few seconds) until `shutdown`
+/// fires, on a connection of its own per round; a failed round is logged
+/// and tried again at the next.
 pub(super) async fn run(url: String, config: DeliveryConfig, shutdown: CancellationToken) {
     let mut wait = FIRST_AFTER;
     loop {

@@ -14,23 +14,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::claim::HeldClaims;
+use super::connection::reconnect;
 use super::http::Outcome;
 use super::retry::{self, Plan};
-use super::worker::{Shared, Target};
+use super::state::DeliveryState;
+use super::target::Target;
 use crate::backoff::Backoff;
 use crate::config::DeliveryConfig;
 use crate::db::Statements;
 
-/// At most this many requests' results go into one write.
 /// How long the first result of a write waits for company.
 const RESULT_LINGER: Duration = Duration::from_millis(2);
+/// At most this many requests' results go into one write.
 const MAX_RESULTS_PER_WRITE: usize = 500;
+/// The connection role that records.
+const ROLE: &str = "deliver-record";
 
 /// One delivery of a finished request.
 #[derive(Debug)]
@@ -50,23 +55,27 @@ pub(super) struct Finished {
     pub attempted_at: DateTime<Utc>,
     /// The request's place under `delivery.max_in_flight`, given back once
     /// the result is written.
-    pub _permit: OwnedSemaphorePermit,
+    pub _place: OwnedSemaphorePermit,
 }
 
 /// What becomes of a delivery after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Verdict {
+    /// The receiver accepted it.
     Delivered,
+    /// Tried again after this long.
     Retry(Duration),
+    /// Given up on.
     Dead,
 }
 
 impl Verdict {
-    fn state(self) -> &'static str {
+    /// The state the delivery moves to.
+    fn state(self) -> DeliveryState {
         match self {
-            Verdict::Delivered => "delivered",
-            Verdict::Retry(_) => "pending",
-            Verdict::Dead => "dead",
+            Verdict::Delivered => DeliveryState::Delivered,
+            Verdict::Retry(_) => DeliveryState::Pending,
+            Verdict::Dead => DeliveryState::Dead,
         }
     }
 }
@@ -110,69 +119,109 @@ pub fn attempt_error(outcome: &Outcome) -> Option<String> {
 }
 
 /// Writes results as they come until the channel closes (every request
-/// task has ended), then returns.
+/// task has ended), then returns. A written result's claim is no longer
+/// held, and `kick` is told (the claim loop may find room for more).
 pub(super) async fn run(
     url: String,
     config: DeliveryConfig,
-    shared: Arc<Shared>,
+    held: Arc<HeldClaims>,
+    kick: Arc<Notify>,
     mut finished: mpsc::UnboundedReceiver<Finished>,
 ) {
-    let mut client: Option<Client> = None;
-    let mut statements = Statements::default();
+    let mut recorder = Recorder {
+        url,
+        config,
+        client: None,
+        statements: Statements::default(),
+        backoff: Backoff::new(),
+    };
     let mut batch: Vec<Finished> = Vec::new();
-    let mut backoff = Backoff::new();
-    // Reconnection stops only when the process is killed: results are
-    // never dropped while there is any chance to write them.
-    let never = CancellationToken::new();
     loop {
-        if batch.is_empty() {
-            match finished.recv().await {
-                Some(result) => batch.push(result),
-                None => return,
-            }
-            // Results arrive one request at a time; a moment's wait lets a
-            // busy relay write many in one statement instead of a few.
-            tokio::time::sleep(RESULT_LINGER).await;
+        if batch.is_empty() && !wait_for_first(&mut finished, &mut batch).await {
+            return;
         }
-        while batch.len() < MAX_RESULTS_PER_WRITE {
-            match finished.try_recv() {
-                Ok(result) => batch.push(result),
-                Err(_) => break,
-            }
+        gather_more(&mut finished, &mut batch);
+        if recorder.write_batch(&batch).await {
+            let done: Vec<(i64, i32)> = batch
+                .iter()
+                .flat_map(|f| f.items.iter().map(|i| (i.delivery_id, i.attempt)))
+                .collect();
+            held.release(&done);
+            batch.clear();
+            kick.notify_one();
         }
-        let connection = match client.take() {
-            Some(c) if !c.is_closed() => c,
-            _ => match super::worker::reconnect(&url, "deliver-record", &never).await {
-                Some(c) => {
-                    statements = Statements::default();
-                    c
-                }
-                None => continue,
-            },
+    }
+}
+
+/// Waits for a result; `false` once the channel is closed and empty.
+async fn wait_for_first(
+    finished: &mut mpsc::UnboundedReceiver<Finished>,
+    batch: &mut Vec<Finished>,
+) -> bool {
+    match finished.recv().await {
+        Some(result) => batch.push(result),
+        None => return false,
+    }
+    // Results arrive one request at a time; a moment's wait lets a busy
+    // relay write many in one statement instead of a few.
+    tokio::time::sleep(RESULT_LINGER).await;
+    true
+}
+
+/// Adds the results already waiting, up to [`MAX_RESULTS_PER_WRITE`].
+fn gather_more(finished: &mut mpsc::UnboundedReceiver<Finished>, batch: &mut Vec<Finished>) {
+    while batch.len() < MAX_RESULTS_PER_WRITE {
+        match finished.try_recv() {
+            Ok(result) => batch.push(result),
+            Err(_) => break,
+        }
+    }
+}
+
+/// The recorder's connection, reopened when lost.
+struct Recorder {
+    url: String,
+    config: DeliveryConfig,
+    client: Option<Client>,
+    statements: Statements,
+    backoff: Backoff,
+}
+
+impl Recorder {
+    /// Writes `batch` in one transaction; `false` when that failed (after
+    /// waiting out the backoff), so the same batch is tried again.
+    async fn write_batch(&mut self, batch: &[Finished]) -> bool {
+        self.reconnect_if_lost().await;
+        let Some(client) = self.client.as_mut() else {
+            return false;
         };
-        client = Some(connection);
-        let Some(connection) = client.as_mut() else {
-            continue;
-        };
-        match write(connection, &mut statements, &batch, &config).await {
+        match write(client, &mut self.statements, batch, &self.config).await {
             Ok(()) => {
-                let done: Vec<(i64, i32)> = batch
-                    .iter()
-                    .flat_map(|f| f.items.iter().map(|i| (i.delivery_id, i.attempt)))
-                    .collect();
-                shared.release_held(&done);
-                batch.clear();
-                backoff.reset();
-                shared.kick.notify_one();
+                self.backoff.reset();
+                true
             }
             Err(error) => {
                 // A schema change can leave a prepared statement unusable.
-                statements = Statements::default();
-                let delay = backoff.next_delay();
+                self.statements = Statements::default();
+                let delay = self.backoff.next_delay();
                 warn!(%error, results = batch.len(), retry_in_ms = delay.as_millis() as u64, "recording delivery results failed");
                 tokio::time::sleep(delay).await;
+                false
             }
         }
+    }
+
+    /// Opens a new connection when there is none or it was lost, backing
+    /// off while the database is unreachable.
+    async fn reconnect_if_lost(&mut self) {
+        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+            return;
+        }
+        // Reconnection stops only when the process is killed: results are
+        // never dropped while there is any chance to write them.
+        let never = CancellationToken::new();
+        self.client = reconnect(&self.url, ROLE, &never).await;
+        self.statements = Statements::default();
     }
 }
 
@@ -186,7 +235,7 @@ struct Columns {
     durations_ms: Vec<i32>,
     bodies: Vec<Option<String>>,
     errors: Vec<Option<String>>,
-    states: Vec<&'static str>,
+    states: Vec<DeliveryState>,
     delays: Vec<f64>,
     latencies: Vec<(i64, f64)>,
     /// Each delivery's subscription, for the metrics' labels.
@@ -268,10 +317,11 @@ async fn write(
         &c.bodies,
         &c.errors,
     ];
+    let states: Vec<&str> = c.states.iter().map(|s| s.as_str()).collect();
     let delivery_params: [&(dyn ToSql + Sync); 6] = [
         &c.ids,
         &c.claimed_attempts,
-        &c.states,
+        &states,
         &c.delays,
         &c.statuses,
         &c.errors,
@@ -296,15 +346,15 @@ fn count_metrics(c: &Columns, applied: &HashSet<i64>) {
     let mut tallies: HashMap<i64, crate::metrics::DeliveryTally> = HashMap::new();
     for (i, state) in c.states.iter().enumerate() {
         let tally = tallies.entry(c.subscriptions[i]).or_default();
-        if *state != "delivered" {
+        if *state != DeliveryState::Delivered {
             tally.failed += 1;
         }
         if !applied.contains(&c.ids[i]) {
             continue;
         }
         match *state {
-            "delivered" => tally.delivered += 1,
-            "dead" => {
+            DeliveryState::Delivered => tally.delivered += 1,
+            DeliveryState::Dead => {
                 tally.dead += 1;
                 info!(
                     delivery_id = c.ids[i],
@@ -312,7 +362,7 @@ fn count_metrics(c: &Columns, applied: &HashSet<i64>) {
                     "delivery is dead"
                 );
             }
-            _ => {}
+            DeliveryState::Pending | DeliveryState::InFlight => {}
         }
     }
     for (subscription, tally) in tallies {

@@ -21,6 +21,8 @@ const AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 const ANALYZE_GROWN: &str = "SELECT walhook.analyze_grown_outbox()";
 
+/// Checks the outbox's statistics every second until `shutdown` fires,
+/// less often while that fails.
 pub(super) async fn run(url: String, shutdown: CancellationToken) {
     let mut client = None;
     loop {
