@@ -35,8 +35,6 @@ use tree::{cycles, reaches, read, relative, root, rust_files, top, SourceTree};
 
 /// Files over [`MAX_LINES`] lines, as paths from the repository root.
 const ALLOWED_LONG_FILES: &[&str] = &[
-    // Delivery split by role (claim, limits, request, worker, record).
-    "src/deliver/worker.rs",
     // Replication split by role (slot, confirms, stream, batching).
     "src/source/replication/mod.rs",
     // The console split by page.
@@ -53,14 +51,9 @@ const ALLOWED_LONG_FILES: &[&str] = &[
 /// Imports between sibling modules that close a cycle, as `(importing
 /// module, imported module)`: the edge that is going away.
 const ALLOWED_CYCLE_EDGES: &[(&str, &str)] = &[
-    // `deliver::record` takes `Shared`, `Target`, `BACKOFF_*` and
-    // `reconnect` from the loop that calls it.
-    ("deliver::record", "deliver::worker"),
     // The admin server reads `relay::capture::CaptureState`, while the relay
     // starts the admin server.
     ("admin", "relay"),
-    // `deliver::lease` takes `Shared` and `connect` from the loop.
-    ("deliver::lease", "deliver::worker"),
     // The console's queries format times with a helper of its pages.
     ("console::queries", "console::pages"),
     // The capture loop drains a leftover slot with `leftover_slot::drain`,
