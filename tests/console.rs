@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::console::{orders_table, ConsoleClient, ConsoleRelay, SECRET};
 use common::{test_config, wait_for_count, Receiver, Relay, TestDb};
-use tokio_postgres::Client;
 use walhook::config::CaptureMode;
 
 const XSS: &str = "<img src=x onerror=alert(1)>";
