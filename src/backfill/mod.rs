@@ -128,11 +128,8 @@ pub async fn drive(
 ) -> Infallible {
     while !shutdown.is_cancelled() {
         if let Err(error) = run(url, windows, config, shutdown).await {
-            warn!(%error, "backfill interrupted; retrying");
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+            warn!(%error, "backfill interrupted; reconnecting");
+            pause_for(Duration::from_secs(1), shutdown).await;
         }
     }
     std::future::pending().await
