@@ -384,6 +384,15 @@ async fn a_person_starts_a_backfill_and_cancels_it() {
     browser
         .reload_until("tr[data-state='running'] progress", Duration::from_secs(20))
         .await;
+    // Some way in, as the screenshot shows it.
+    wait_for_count(
+        &client,
+        "SELECT least(rows_done, 4000) FROM walhook.backfills",
+        4000,
+        Duration::from_secs(30),
+    )
+    .await;
+    browser.client.refresh().await.expect("reload");
     let row = browser.text("tr[data-state='running']").await;
     assert!(row.contains("of ~20000"), "{row}");
     browser.screenshot_for_docs("backfills").await;
