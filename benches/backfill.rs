@@ -110,6 +110,11 @@ impl Probes {
             .push(millis);
     }
 
+    /// How many latencies are noted now.
+    fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// The latencies noted since the last call.
     fn take(&self) -> Vec<f64> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
@@ -266,6 +271,16 @@ async fn run(options: &Options, db_url: &str, db_name: &str) -> anyhow::Result<(
     let result = async {
         let probing = CancellationToken::new();
         let prober = insert_probes(connect(db_url).await?, probing.clone());
+        // The relay is capturing and delivering once a probe arrives.
+        let ready = Instant::now();
+        while probes.count() == 0 {
+            if ready.elapsed() > Duration::from_secs(60) {
+                bail!("no live change arrived within a minute of the relay's start");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        probes.take();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let idle_latency = describe_latencies(probes.take());
         let (quiet_done, quiet_delivered) = backfill(&client, "quiet", options.rows).await?;
