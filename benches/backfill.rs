@@ -1,7 +1,9 @@
 //! The backfill benchmark: how fast a backfill sends a table's rows (read,
 //! written to the outbox and delivered to a fast receiver on 127.0.0.1),
-//! without and with the application writing to the same table, and the
-//! relay's peak memory meanwhile.
+//! without and with the application writing to the same table, the
+//! relay's peak memory meanwhile, and how long a live change takes to
+//! arrive while a backfill's reads wait (a probe row inserted every 200 ms
+//! into another watched table, timed from its commit to its arrival).
 //!
 //! `cargo bench --bench backfill -- --rows 1000000 --write-rate 500`
 //! (default 100,000 rows, 500 writes per second). It uses the Postgres of
@@ -10,11 +12,13 @@
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +80,76 @@ fn rss_kb(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Live-change latencies: probe rows' commit-to-arrival times in
+/// milliseconds, as the receiver measured them.
+#[derive(Clone, Default)]
+struct Probes(Arc<Mutex<Vec<f64>>>);
+
+impl Probes {
+    /// Notes a probe event's latency (other events are ignored).
+    fn note(&self, headers: &HeaderMap, body: &[u8]) {
+        if headers.get("walhook-event").and_then(|v| v.to_str().ok()) != Some("probe.insert") {
+            return;
+        }
+        let Ok(event) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return;
+        };
+        let Some(at) = event["record"]["at"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        else {
+            return;
+        };
+        let millis = (Utc::now() - at.with_timezone(&Utc))
+            .num_microseconds()
+            .unwrap_or(0) as f64
+            / 1000.0;
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(millis);
+    }
+
+    /// How many latencies are noted now.
+    fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The latencies noted since the last call.
+    fn take(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// `median M ms, 95th P ms, max X ms (N probes)` of `latencies`.
+fn describe_latencies(mut latencies: Vec<f64>) -> String {
+    if latencies.is_empty() {
+        return "no probe arrived".into();
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "median {:.0} ms, 95th percentile {:.0} ms, max {:.0} ms ({} probes)",
+        at(0.5),
+        at(0.95),
+        at(1.0),
+        latencies.len()
+    )
+}
+
+/// Inserts a probe row every 200 ms until `stop` fires.
+fn insert_probes(client: Client, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            let _ = client
+                .execute("INSERT INTO probe (at) VALUES (clock_timestamp())", &[])
+                .await;
+        }
+    })
+}
+
 /// Backfills `table` and waits until every read is delivered; returns the
 /// seconds to the backfill's end and to the last delivery.
 async fn backfill(client: &Client, table: &str, rows: i64) -> anyhow::Result<(f64, f64)> {
@@ -133,10 +207,19 @@ async fn run(options: &Options, db_url: &str, db_name: &str) -> anyhow::Result<(
             ))
             .await?;
     }
+    client
+        .batch_execute(
+            "CREATE TABLE probe (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamptz NOT NULL);
+             SELECT walhook.watch('probe');",
+        )
+        .await?;
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();
-    let app = axum::Router::new().fallback(move || {
+    let probes = Probes::default();
+    let noted = probes.clone();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
         counter.fetch_add(1, Ordering::Relaxed);
+        noted.note(&headers, &body);
         async { StatusCode::OK }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -186,8 +269,23 @@ async fn run(options: &Options, db_url: &str, db_name: &str) -> anyhow::Result<(
     let idle_kb = rss_kb(pid, "VmRSS:").unwrap_or(0);
 
     let result = async {
+        let probing = CancellationToken::new();
+        let prober = insert_probes(connect(db_url).await?, probing.clone());
+        // The relay is capturing and delivering once a probe arrives.
+        let ready = Instant::now();
+        while probes.count() == 0 {
+            if ready.elapsed() > Duration::from_secs(60) {
+                bail!("no live change arrived within a minute of the relay's start");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        probes.take();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let idle_latency = describe_latencies(probes.take());
         let (quiet_done, quiet_delivered) = backfill(&client, "quiet", options.rows).await?;
         let quiet_peak = peak.load(Ordering::Relaxed);
+        let quiet_latency = describe_latencies(probes.take());
         let writer = connect(db_url).await?;
         let stop = CancellationToken::new();
         let writes = {
@@ -212,6 +310,9 @@ async fn run(options: &Options, db_url: &str, db_name: &str) -> anyhow::Result<(
         };
         let busy = backfill(&client, "busy", options.rows).await;
         stop.cancel();
+        probing.cancel();
+        let _ = prober.await;
+        let busy_latency = describe_latencies(probes.take());
         let writes = writes.await.unwrap_or(0);
         let (busy_done, busy_delivered) = busy?;
         let hwm = rss_kb(pid, "VmHWM:").unwrap_or(0);
@@ -228,6 +329,13 @@ async fn run(options: &Options, db_url: &str, db_name: &str) -> anyhow::Result<(
             rows / busy_done,
             rows / busy_delivered
         );
+        println!(
+            "  with writes / without, delivered rows/s: {:.2}",
+            quiet_delivered / busy_delivered
+        );
+        println!("  a live insert, commit to arrival: idle {idle_latency}");
+        println!("    during the backfill without writes: {quiet_latency}");
+        println!("    during the backfill with writes: {busy_latency}");
         println!(
             "  relay memory: {:.1} MB idle, peak {:.1} MB during the first backfill, {:.1} MB peak overall (VmHWM {:.1} MB)",
             idle_kb as f64 / 1024.0,

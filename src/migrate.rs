@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_backfill_and_event_catalog.sql"),
     migration!(12, "0012_outbox_statistics.sql"),
     migration!(14, "0014_excluded_columns.sql"),
+    migration!(15, "0015_backfill_priority.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`

@@ -224,14 +224,15 @@ ORDER BY t.n"
     };
 }
 
-// A backfill's reads: due a little later than live changes (the delay
-// matches READ_DELAY_MS), and written again harmlessly.
+// A backfill's reads: claimed after live changes (priority 1), due a
+// little later (the delay matches READ_DELAY_MS), and written again
+// harmlessly.
 const INSERT_READ_DELIVERIES: &str = "
 WITH live AS (
     SELECT id FROM walhook.subscriptions WHERE id = ANY($2::int8[]) FOR KEY SHARE
 )
-INSERT INTO walhook.deliveries (event_id, subscription_id, row_key, next_attempt_at)
-SELECT t.event_id, t.subscription_id, t.row_key, now() + interval '250 milliseconds'
+INSERT INTO walhook.deliveries (event_id, subscription_id, row_key, next_attempt_at, priority)
+SELECT t.event_id, t.subscription_id, t.row_key, now() + interval '250 milliseconds', 1
 FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY
      AS t(event_id, subscription_id, row_key, n)
 JOIN live s ON s.id = t.subscription_id

@@ -18,6 +18,15 @@ use walhook::config::CaptureMode;
 /// A database with `items` (rows 1..=rows, then watched) and a receiver
 /// subscribed to `items.*`.
 async fn setup(mode: CaptureMode, rows: i32) -> (TestDb, Client, Receiver) {
+    setup_subscribed(mode, rows, "").await
+}
+
+/// [`setup`], the subscription made with `options` (`, name => value`).
+async fn setup_subscribed(
+    mode: CaptureMode,
+    rows: i32,
+    options: &str,
+) -> (TestDb, Client, Receiver) {
     let receiver = Receiver::ok().await;
     let db = TestDb::new().await;
     let client = db.client().await;
@@ -34,7 +43,7 @@ async fn setup(mode: CaptureMode, rows: i32) -> (TestDb, Client, Receiver) {
         .expect("watch");
     client
         .execute(
-            "SELECT walhook.subscribe($1, ARRAY['items.*'])",
+            &format!("SELECT walhook.subscribe($1, ARRAY['items.*']{options})"),
             &[&receiver.url],
         )
         .await
@@ -363,4 +372,249 @@ async fn a_backfill_shows_progress_and_can_be_cancelled() {
         .expect_err("unknown id");
     assert!(format!("{error:?}").contains("no backfill with id 999"));
     relay.stop().await;
+}
+
+/// Where in the receiver's arrivals the first event `matches` is, once it
+/// has arrived (or `timeout` passed).
+async fn arrival_of(
+    receiver: &Receiver,
+    matches: impl Fn(&serde_json::Value) -> bool,
+    timeout: Duration,
+) -> Option<usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let at = receiver.received().iter().position(|r| matches(&r.json()));
+        if at.is_some() || Instant::now() >= deadline {
+            return at;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn reads_among(received: &[common::Received]) -> usize {
+    received
+        .iter()
+        .filter(|r| r.json()["action"] == "read")
+        .count()
+}
+
+/// A live change committed while a backfill's reads wait is claimed before
+/// them: with 2,000 reads waiting for a receiver that takes 100 requests a
+/// second (the subscription's `max_per_second`), a live insert arrives
+/// before most of them. A row's own read still comes before its change.
+#[tokio::test]
+async fn a_live_change_goes_before_the_reads_waiting() {
+    const ROWS: i32 = 2_000;
+    let (db, client, receiver) =
+        setup_subscribed(CaptureMode::Trigger, ROWS, ", max_per_second => 100").await;
+    let relay = Relay::start(&db.url, CaptureMode::Trigger);
+    // Three chunks, the last one short: every read is written at once.
+    let id = start_backfill(&client, 700).await;
+    assert_eq!(
+        wait_for_backfill(&client, id, Duration::from_secs(60)).await,
+        "done"
+    );
+    // A row whose read waits behind a few hundred others.
+    let row: i32 = client
+        .query_one(
+            "SELECT (e.payload->'record'->>'id')::int FROM walhook.deliveries d
+             JOIN walhook.events e ON e.id = d.event_id
+             WHERE d.phase = 'open' AND d.priority = 1 ORDER BY d.id OFFSET 300 LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("a read waiting")
+        .get(0);
+    let sent_before_commit = reads_among(&receiver.received());
+    let waiting_at_commit = ROWS as usize - sent_before_commit;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO items (id, note) VALUES (100001, 'live');
+             UPDATE items SET version = version + 1, note = 'changed' WHERE id = {row};"
+        ))
+        .await
+        .expect("live writes");
+    let live = arrival_of(
+        &receiver,
+        |e| e["action"] == "insert" && e["record"]["id"] == 100_001,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the live insert arrives");
+    let reads_before_live = reads_among(&receiver.received()[..live]);
+    let update = arrival_of(
+        &receiver,
+        |e| e["action"] == "update" && e["record"]["id"] == row,
+        Duration::from_secs(60),
+    )
+    .await;
+    relay.stop().await;
+
+    assert!(
+        waiting_at_commit >= 1_000,
+        "most reads still wait at the commit: {waiting_at_commit}"
+    );
+    let overtaken = reads_before_live - sent_before_commit;
+    assert!(
+        overtaken <= waiting_at_commit / 2,
+        "the live insert went after {overtaken} of the {waiting_at_commit} reads waiting at its commit"
+    );
+    assert!(update.is_some(), "the update of row {row} arrives");
+    let history: Vec<String> = histories(&receiver.received())
+        .remove(&i64::from(row))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|seen| seen.action)
+        .collect();
+    assert_eq!(
+        history,
+        ["read", "update"],
+        "row {row}: its read, then its change"
+    );
+}
+
+/// The relay's role may not read the table: every try at the first chunk
+/// fails with "permission denied", is counted and shown, and at the fifth
+/// the backfill is marked failed with that reason. Capture goes on.
+#[tokio::test]
+async fn a_chunk_that_keeps_failing_fails_the_backfill() {
+    use common::sql_surface::TestRole;
+    let (db, client, receiver) = setup(CaptureMode::Trigger, 100).await;
+    let relay_role = TestRole::create(&db, "walhook_t_backfiller", "", &["walhook_relay"]).await;
+    let relay = Relay::start(&relay_role.url, CaptureMode::Trigger);
+    let id = start_backfill(&client, 50).await;
+    let failures =
+        format!("SELECT least(failures, 1)::int8 FROM walhook.backfills WHERE id = {id}");
+    assert_eq!(
+        common::wait_for_count(&client, &failures, 1, Duration::from_secs(30)).await,
+        1,
+        "a failed try is counted"
+    );
+    let row = client
+        .query_one(
+            "SELECT state, error FROM walhook.backfills WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("backfill");
+    let (state, error): (String, Option<String>) = (row.get(0), row.get(1));
+    let error = error.unwrap_or_default();
+    assert!(
+        state == "running" && error.contains("permission denied for table items"),
+        "retrying, with the error shown: {state} {error}"
+    );
+    let state = wait_for_backfill(&client, id, Duration::from_secs(90)).await;
+    let row = client
+        .query_one(
+            "SELECT failures, error, finished_at IS NOT NULL FROM walhook.backfills WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("backfill");
+    let (failures, error, finished): (i32, Option<String>, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(state, "failed");
+    assert_eq!(failures, walhook::backfill::failure::MAX_FAILURES);
+    assert!(finished);
+    let error = error.unwrap_or_default();
+    assert!(
+        error.contains("permission denied for table items"),
+        "the reason: {error}"
+    );
+    let status = walhook::status::report(&client).await.expect("status");
+    assert!(
+        status.contains(&format!(
+            "#{id} items to matching subscriptions: failed: permission denied for table items"
+        )),
+        "{status}"
+    );
+    // Capture and delivery go on.
+    client
+        .batch_execute("INSERT INTO items (id, note) VALUES (5000, 'live')")
+        .await
+        .expect("insert");
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await;
+    relay.stop().await;
+    relay_role.drop_in(&db).await;
+    assert_eq!(got.len(), 1, "the live insert, and no read");
+    assert_eq!(got[0].json()["action"], "insert");
+}
+
+/// Connection loss does not count: the backfill's connection killed seven
+/// times while its chunk waits for a lock (so each kill hits the same
+/// chunk), the backfill then completes with no failure counted.
+#[tokio::test]
+async fn a_lost_connection_does_not_count_against_the_backfill() {
+    const ROWS: i32 = 1_000;
+    let (db, client, receiver) = setup(CaptureMode::Trigger, ROWS).await;
+    let relay = Relay::start(&db.url, CaptureMode::Trigger);
+    client
+        .batch_execute("INSERT INTO items (id, note) VALUES (5000, 'live')")
+        .await
+        .expect("insert");
+    assert_eq!(
+        receiver.wait_for(1, Duration::from_secs(30)).await.len(),
+        1,
+        "the relay captures"
+    );
+    let locker = db.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let id = start_backfill(&client, 100).await;
+    let blocked = "SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND application_name = 'walhook backfill'
+                     AND wait_event_type = 'Lock'";
+    for kill in 1..=walhook::backfill::failure::MAX_FAILURES + 2 {
+        assert_eq!(
+            common::wait_for_count(&client, blocked, 1, Duration::from_secs(30)).await,
+            1,
+            "kill {kill}: the chunk read waits for the lock"
+        );
+        client
+            .batch_execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'walhook backfill'",
+            )
+            .await
+            .expect("terminate");
+    }
+    let row = client
+        .query_one(
+            "SELECT state, failures, rows_done FROM walhook.backfills WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("backfill");
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, i64>(2)
+        ),
+        ("running".to_owned(), 0, 0),
+        "still running, nothing counted, nothing read"
+    );
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    let state = wait_for_backfill(&client, id, Duration::from_secs(60)).await;
+    assert_eq!(state, "done");
+    let failures: i32 = client
+        .query_one(
+            "SELECT failures FROM walhook.backfills WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("backfill")
+        .get(0);
+    assert_eq!(failures, 0);
+    let rows = receiver
+        .wait_for_rows(ROWS as usize + 1, Duration::from_secs(60))
+        .await;
+    relay.stop().await;
+    assert_eq!(
+        rows.len(),
+        ROWS as usize + 1,
+        "every row read, and the live one"
+    );
 }

@@ -1,9 +1,10 @@
 //! The console used as a person would, in a headless Chromium against a
 //! running relay and a real receiver: find a failed delivery and send it
 //! again, pause and resume, send a test event, unsubscribe after the
-//! confirmation, watch the live tail, and see a hostile column value shown
-//! as text. With `WALHOOK_UPDATE_SCREENSHOTS=1` it also takes the
-//! screenshots of docs/console.md.
+//! confirmation, watch the live tail, start a backfill and cancel it, and
+//! see a hostile column value shown as text. With
+//! `WALHOOK_UPDATE_SCREENSHOTS=1` it also takes the screenshots of
+//! docs/console.md.
 
 mod common;
 
@@ -336,6 +337,80 @@ async fn a_hostile_value_is_shown_as_text_and_runs_nothing() {
         "the value reads as typed"
     );
     assert!(browser.text("pre.payload").await.contains(XSS));
+    browser.close().await;
+    console.stop().await;
+}
+
+/// A person starts a backfill of a watched table on the backfills page,
+/// sees it run with its progress, and cancels it.
+#[tokio::test]
+async fn a_person_starts_a_backfill_and_cancels_it() {
+    if skipped() {
+        return;
+    }
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    let receiver = Receiver::ok().await;
+    client
+        .batch_execute(
+            "SELECT walhook.set_capture_mode('trigger');
+             CREATE TABLE orders (id int PRIMARY KEY, customer text, status text, total numeric);
+             INSERT INTO orders SELECT g, 'customer' || g, 'paid', g * 1.5 FROM generate_series(1, 20000) g;
+             ANALYZE orders;
+             SELECT walhook.watch('orders');",
+        )
+        .await
+        .expect("setup");
+    client
+        .execute(
+            "SELECT walhook.subscribe($1, ARRAY['orders.*'], description => 'Billing service')",
+            &[&receiver.url],
+        )
+        .await
+        .expect("subscribe");
+    let mut config = common::test_config(&db.url, walhook::config::CaptureMode::Trigger);
+    config.backfill.max_rows_per_second = Some(1000.0);
+    let console = ConsoleRelay::start_with(None, config).await;
+    let browser = Browser::start(1280, 700).await;
+    browser.goto(&format!("{}/backfills", console.base)).await;
+    assert!(browser.text("main").await.contains("No backfills yet"));
+    browser
+        .click_and_load("button[data-action='backfill']")
+        .await;
+    assert!(
+        browser.text("p.notice").await.contains("started"),
+        "the notice says so"
+    );
+    browser
+        .reload_until("tr[data-state='running'] progress", Duration::from_secs(20))
+        .await;
+    // Some way in, as the screenshot shows it.
+    wait_for_count(
+        &client,
+        "SELECT least(rows_done, 4000) FROM walhook.backfills",
+        4000,
+        Duration::from_secs(30),
+    )
+    .await;
+    browser.client.refresh().await.expect("reload");
+    let row = browser.text("tr[data-state='running']").await;
+    assert!(row.contains("of ~20000"), "{row}");
+    browser.screenshot_for_docs("backfills").await;
+    browser
+        .click_and_load("tr[data-state='running'] button[data-action='cancel-backfill']")
+        .await;
+    assert!(browser.text("p.notice").await.contains("cancelled"));
+    assert_eq!(browser.count("tr[data-state='cancelled']").await, 1);
+    assert_eq!(
+        browser.count("button[data-action='cancel-backfill']").await,
+        0
+    );
+    let state: String = client
+        .query_one("SELECT state FROM walhook.backfills", &[])
+        .await
+        .expect("the backfill")
+        .get(0);
+    assert_eq!(state, "cancelled");
     browser.close().await;
     console.stop().await;
 }

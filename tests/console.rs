@@ -1,39 +1,18 @@
 //! The console over HTTP: its pages against a running relay and a real
 //! receiver, what it escapes and never shows, the token, cookie and CSRF
-//! rules, walhook.ping, keyset paging, and the plans of its statements on
-//! a history of a million attempts.
+//! rules, walhook.ping, the overview's capture lag, and the backfills page.
+//! (Paging, plans on a large history and the pool: console_history.rs.)
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::console::{ConsoleClient, ConsoleRelay};
+use common::console::{orders_table, ConsoleClient, ConsoleRelay, SECRET};
 use common::{test_config, wait_for_count, Receiver, Relay, TestDb};
-use tokio_postgres::Client;
 use walhook::config::CaptureMode;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const XSS: &str = "<img src=x onerror=alert(1)>";
 const TOKEN: &str = "console-test-token-0123456789";
-
-async fn orders_table(client: &Client, receiver_url: &str) -> i64 {
-    client
-        .batch_execute(
-            "SELECT walhook.set_capture_mode('trigger');
-             CREATE TABLE orders (id int PRIMARY KEY, status text, note text, total numeric);
-             SELECT walhook.watch('orders');",
-        )
-        .await
-        .expect("setup");
-    client
-        .query_one(
-            "SELECT walhook.subscribe($1, ARRAY['orders.*'], secret => $2)",
-            &[&receiver_url, &SECRET],
-        )
-        .await
-        .expect("subscribe")
-        .get(0)
-}
 
 #[tokio::test]
 async fn pages_show_the_history_escaped_and_without_secrets() {
@@ -71,6 +50,7 @@ async fn pages_show_the_history_escaped_and_without_secrets() {
         format!("/subscriptions/{sub}"),
         format!("/events/{update_id}"),
         "/tail".to_owned(),
+        "/backfills".to_owned(),
     ] {
         let page = browser.get(&path).await;
         assert_eq!(page.status, 200, "{path}: {}", page.body);
@@ -425,141 +405,6 @@ async fn ping_sends_one_signed_test_event_through_the_outbox() {
     console.stop().await;
 }
 
-/// `count` events of one subscription, delivered, every tenth dead.
-async fn seed_deliveries(client: &Client, sub: i64, count: i64) {
-    client
-        .execute(
-            "WITH e AS (
-                 INSERT INTO walhook.events (id, type, payload, row_key)
-                 SELECT 'evt_' || lpad(n::text, 8, '0'),
-                        CASE WHEN n % 2 = 0 THEN 'orders.update' ELSE 'orders.insert' END,
-                        json_build_object('n', n), 'k' || n
-                 FROM generate_series(1, $2::bigint) n RETURNING id, row_key)
-             INSERT INTO walhook.deliveries (event_id, subscription_id, row_key, state, attempts, delivered_at)
-             SELECT id, $1, row_key,
-                    CASE WHEN substr(id, 5)::int % 10 = 0 THEN 'dead' ELSE 'delivered' END, 1,
-                    CASE WHEN substr(id, 5)::int % 10 = 0 THEN NULL ELSE now() END
-             FROM e ORDER BY id",
-            &[&sub, &count],
-        )
-        .await
-        .expect("seed deliveries");
-}
-
-fn delivery_ids(body: &str) -> Vec<i64> {
-    body.split("data-delivery=\"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next()?.parse().ok())
-        .collect()
-}
-
-#[tokio::test]
-async fn deliveries_are_paged_by_keyset_and_filtered() {
-    let db = TestDb::new().await;
-    let client = db.client().await;
-    let sub = orders_table(&client, "http://127.0.0.1:9/hooks").await;
-    client
-        .execute("SELECT walhook.pause($1)", &[&sub])
-        .await
-        .expect("pause");
-    seed_deliveries(&client, sub, 120).await;
-    let console = ConsoleRelay::start(&db, None).await;
-    let mut browser = ConsoleClient::new(&console.base);
-    let mut seen = Vec::new();
-    let mut path = format!("/subscriptions/{sub}");
-    loop {
-        let page = browser.get(&path).await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        let ids = delivery_ids(&page.body);
-        assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
-        seen.extend(ids);
-        let Some(at) = page.body.find("rel=\"next\" href=\"") else {
-            break;
-        };
-        let rest = &page.body[at + "rel=\"next\" href=\"".len()..];
-        path = rest[..rest.find('"').expect("link ends")].replace("&amp;", "&");
-        assert!(path.contains("before="), "{path}");
-    }
-    assert_eq!(seen.len(), 120, "every delivery once across the pages");
-    let dead = browser
-        .get(&format!(
-            "/subscriptions/{sub}?state=dead&type=orders.update"
-        ))
-        .await;
-    let ids = delivery_ids(&dead.body);
-    assert_eq!(ids.len(), 12, "dead updates (every tenth, all even)");
-    assert!(dead.body.contains("data-state=\"dead\""));
-    assert!(!dead.body.contains("data-state=\"delivered\""));
-
-    // Redeliver all dead ones, and replay since a time, from the page's forms.
-    let csrf = dead.csrf();
-    let id = sub.to_string();
-    let back = format!("/subscriptions/{sub}");
-    let all_dead = browser
-        .post(
-            "/actions",
-            &[
-                ("csrf", csrf.as_str()),
-                ("action", "redeliver-dead"),
-                ("id", &id),
-                ("back", &back),
-            ],
-        )
-        .await;
-    assert_eq!(all_dead.status, 303, "{}", all_dead.body);
-    let shown = browser.get(&all_dead.location()).await;
-    assert!(
-        shown.body.contains("12 dead deliveries of subscription"),
-        "{}",
-        shown.body
-    );
-    let still_dead: i64 = client
-        .query_one(
-            "SELECT count(*) FROM walhook.deliveries WHERE phase = 'dead'",
-            &[],
-        )
-        .await
-        .expect("count")
-        .get(0);
-    assert_eq!(still_dead, 0);
-    let bad = browser
-        .post(
-            "/actions",
-            &[
-                ("csrf", csrf.as_str()),
-                ("action", "replay"),
-                ("id", &id),
-                ("since", "yesterday"),
-            ],
-        )
-        .await;
-    assert_eq!(bad.status, 400);
-    assert!(bad.body.contains("is not a time"), "{}", bad.body);
-    let replay = browser
-        .post(
-            "/actions",
-            &[
-                ("csrf", csrf.as_str()),
-                ("action", "replay"),
-                ("id", &id),
-                ("since", "2000-01-01T00:00"),
-                ("back", &back),
-            ],
-        )
-        .await;
-    assert_eq!(replay.status, 303, "{}", replay.body);
-    let since: String = client
-        .query_one(
-            "SELECT to_char(since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM walhook.replays WHERE subscription_id = $1",
-            &[&sub],
-        )
-        .await
-        .expect("a replay was started")
-        .get(0);
-    assert_eq!(since, "2000-01-01 00:00");
-    console.stop().await;
-}
-
 #[tokio::test]
 async fn the_overview_reports_the_slot_lag_in_replication_mode() {
     let db = TestDb::new().await;
@@ -601,147 +446,214 @@ async fn the_overview_reports_the_slot_lag_in_replication_mode() {
     relay.stop().await;
 }
 
+/// The row of backfill `id` on a page, from its `data-backfill` to `</tr>`.
+fn backfill_row(body: &str, id: i64) -> &str {
+    let start = body
+        .find(&format!("data-backfill=\"{id}\""))
+        .unwrap_or_else(|| panic!("backfill {id} is listed:\n{body}"));
+    let row = &body[start..];
+    &row[..row.find("</tr>").expect("the row ends")]
+}
+
+/// The backfills page: a backfill started from its form runs and shows
+/// its progress against the estimate and its rate, on the overview too,
+/// and is cancelled with its button; a failed one shows why; a table
+/// named like markup shows as text.
 #[tokio::test]
-async fn every_page_statement_uses_indexes_on_a_million_attempts() {
+async fn backfills_are_started_shown_and_cancelled() {
     let db = TestDb::new().await;
     let client = db.client().await;
-    let subs: Vec<i64> = client
-        .query(
-            "SELECT walhook.subscribe('https://example.com/' || n, ARRAY['orders.*'])
-             FROM generate_series(1, 4) n",
-            &[],
+    let receiver = Receiver::ok().await;
+    client
+        .batch_execute(&format!(
+            "SELECT walhook.set_capture_mode('trigger');
+             CREATE TABLE orders (id int PRIMARY KEY, status text);
+             INSERT INTO orders SELECT g, 'old' FROM generate_series(1, 10000) g;
+             ANALYZE orders;
+             SELECT walhook.watch('orders');
+             CREATE TABLE \"{XSS}\" (id int PRIMARY KEY);
+             SELECT walhook.watch('\"{XSS}\"');"
+        ))
+        .await
+        .expect("tables");
+    let sub: i64 = client
+        .query_one(
+            "SELECT walhook.subscribe($1, ARRAY['orders.*'])",
+            &[&receiver.url],
         )
         .await
         .expect("subscribe")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let generated = Instant::now();
-    client
-        .batch_execute(&format!(
-            "INSERT INTO walhook.events (id, type, payload, row_key, created_at)
-             SELECT 'evt_' || lpad(n::text, 10, '0'),
-                    CASE WHEN n % 3 = 0 THEN 'orders.update' ELSE 'orders.insert' END,
-                    json_build_object('id', n), 'k' || n,
-                    now() - make_interval(secs => 500000 - n)
-             FROM generate_series(1, 500000) n;
-             INSERT INTO walhook.deliveries (event_id, subscription_id, row_key, state, attempts,
-                                             delivered_at, next_attempt_at, created_at)
-             SELECT 'evt_' || lpad(n::text, 10, '0'), (ARRAY[{}])[n % 4 + 1], 'k' || n,
-                    CASE WHEN n % 50 = 0 THEN 'dead' ELSE 'delivered' END, 2,
-                    CASE WHEN n % 50 = 0 THEN NULL ELSE now() - make_interval(secs => 500000 - n) END,
-                    now(), now() - make_interval(secs => 500000 - n)
-             FROM generate_series(1, 500000) n;
-             INSERT INTO walhook.attempts (delivery_id, attempted_at, status, duration_ms, error)
-             SELECT d.id, d.created_at + make_interval(secs => k), CASE WHEN k = 0 THEN 500 ELSE 200 END,
-                    10 + (d.id % 90)::int, NULL
-             FROM walhook.deliveries d, generate_series(0, 1) k;
-             ANALYZE walhook.events, walhook.deliveries, walhook.attempts;",
-            subs.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-        ))
-        .await
-        .expect("generate the history");
-    let attempts: i64 = client
-        .query_one("SELECT count(*) FROM walhook.attempts", &[])
-        .await
-        .expect("count")
         .get(0);
-    assert_eq!(attempts, 1_000_000);
-    println!("generated 1,000,000 attempts in {:?}", generated.elapsed());
-
-    let ids = client
+    // Its table stops being watched before the relay sees it: it fails.
+    let failed: i64 = client
         .query_one(
-            "SELECT (SELECT max(id) FROM walhook.events), (SELECT max(id) FROM walhook.deliveries),
-                    (SELECT max(id) FROM walhook.attempts)",
+            &format!(
+                "WITH b AS (SELECT walhook.backfill('\"{XSS}\"') AS id),
+                      u AS (SELECT walhook.unwatch('\"{XSS}\"') FROM b)
+                 SELECT id FROM b, u"
+            ),
             &[],
         )
         .await
-        .expect("ids");
-    let (event, delivery, attempt): (String, i64, i64) = (ids.get(0), ids.get(1), ids.get(2));
-    let mut failures = Vec::new();
-    for (n, query) in walhook::console::queries::PAGE_QUERIES.iter().enumerate() {
-        let args = query
-            .sample_args
-            .replace("{subscription}", &subs[0].to_string())
-            .replace("{event}", &event)
-            .replace("{delivery}", &delivery.to_string())
-            .replace("{attempt}", &attempt.to_string());
-        client
-            .batch_execute(&format!("PREPARE page_{n} AS {}", query.sql))
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", query.name));
-        let execute = if args.is_empty() {
-            format!("EXPLAIN EXECUTE page_{n}")
-        } else {
-            format!("EXPLAIN EXECUTE page_{n}({args})")
-        };
-        let plan: Vec<String> = client
-            .query(&execute, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", query.name))
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let plan = plan.join("\n");
-        if plan.contains("Seq Scan on deliveries") || plan.contains("Seq Scan on attempts") {
-            failures.push(format!("{}:\n{plan}", query.name));
-        }
-    }
+        .expect("a backfill whose table is unwatched")
+        .get(0);
+    let mut config = test_config(&db.url, CaptureMode::Trigger);
+    config.backfill.max_rows_per_second = Some(500.0);
+    let console = ConsoleRelay::start_with(None, config).await;
+    let mut browser = ConsoleClient::new(&console.base);
+
+    let page = browser.get("/backfills").await;
+    assert_eq!(page.status, 200, "{}", page.body);
     assert!(
-        failures.is_empty(),
-        "statements that scan a whole table:\n\n{}",
-        failures.join("\n\n")
+        page.body
+            .contains("<option value=\"public.orders\">public.orders</option>"),
+        "the watched table is offered: {}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let bad = browser
+        .post(
+            "/actions",
+            &[
+                ("csrf", csrf.as_str()),
+                ("action", "backfill"),
+                ("table", ""),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("choose the table"), "{}", bad.body);
+    let started = browser
+        .post(
+            "/actions",
+            &[
+                ("csrf", csrf.as_str()),
+                ("action", "backfill"),
+                ("table", "public.orders"),
+                ("subscription", ""),
+                ("back", "/backfills"),
+            ],
+        )
+        .await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    assert_eq!(started.location(), "/backfills");
+    let id: i64 = client
+        .query_one(
+            "SELECT max(id) FROM walhook.backfills WHERE id <> $1",
+            &[&failed],
+        )
+        .await
+        .expect("the backfill started")
+        .get(0);
+    assert_eq!(
+        wait_for_count(
+            &client,
+            &format!("SELECT least(rows_done, 500) FROM walhook.backfills WHERE id = {id}"),
+            500,
+            Duration::from_secs(30),
+        )
+        .await,
+        500,
+        "the backfill runs"
     );
 
-    // And the pages themselves answer quickly on this history.
-    let console = ConsoleRelay::start(&db, None).await;
-    let mut browser = ConsoleClient::new(&console.base);
-    for path in [
-        "/".to_owned(),
-        "/subscriptions".to_owned(),
-        format!("/subscriptions/{}", subs[0]),
-        format!("/subscriptions/{}?before={}", subs[0], delivery / 2),
-        format!("/subscriptions/{}?state=dead", subs[0]),
-        format!(
-            "/subscriptions/{}?state=delivered&type=orders.update",
-            subs[0]
-        ),
-        format!("/events/{event}"),
-        "/tail".to_owned(),
-    ] {
-        let started = Instant::now();
-        let page = browser.get(&path).await;
-        let took = started.elapsed();
-        println!("{path}: {took:?}");
-        assert_eq!(page.status, 200, "{path}: {}", page.body);
-        assert!(took < Duration::from_secs(3), "{path} took {took:?}");
-    }
-    console.stop().await;
-}
+    let page = browser.get("/backfills").await;
+    assert!(
+        page.body.contains(&format!(
+            "Backfill {id} of public.orders to every matching subscription started."
+        )),
+        "{}",
+        page.body
+    );
+    let running = backfill_row(&page.body, id);
+    assert!(running.contains("data-state=\"running\""), "{running}");
+    assert!(running.contains(" of ~10000"), "the estimate: {running}");
+    assert!(running.contains("<progress"), "{running}");
+    assert!(running.contains("/s<"), "the rate: {running}");
+    assert!(running.contains("matching subscriptions"), "{running}");
+    assert!(running.contains("value=\"cancel-backfill\""), "{running}");
+    let failed_row = backfill_row(&page.body, failed);
+    assert!(failed_row.contains("data-state=\"failed\""), "{failed_row}");
+    assert!(
+        failed_row.contains("the table is no longer watched"),
+        "{failed_row}"
+    );
+    assert!(!failed_row.contains("cancel-backfill"), "{failed_row}");
+    assert!(
+        page.body.contains("&lt;img src=x onerror=alert(1)&gt;") && !page.body.contains(XSS),
+        "the table's name shows as text"
+    );
+    let overview = browser.get("/").await;
+    assert!(
+        backfill_row(&overview.body, id).contains("data-state=\"running\""),
+        "the overview lists the running backfill"
+    );
 
-#[tokio::test]
-async fn the_console_pool_is_small_and_times_statements_out() {
-    let db = TestDb::new().await;
-    let pool = walhook::console::pool::build(&db.url).expect("pool");
-    assert_eq!(pool.status().max_size, walhook::console::pool::POOL_SIZE);
-    assert_eq!(walhook::console::pool::POOL_SIZE, 4);
-    let client = pool.get().await.expect("a connection");
-    let row = client
-        .query_one(
-            "SELECT current_setting('statement_timeout'), current_setting('application_name')",
-            &[],
+    let cancel = browser
+        .post(
+            "/actions",
+            &[
+                ("csrf", csrf.as_str()),
+                ("action", "cancel-backfill"),
+                ("id", &id.to_string()),
+                ("back", "/backfills"),
+            ],
         )
+        .await;
+    assert_eq!(cancel.status, 303, "{}", cancel.body);
+    let state: String = client
+        .query_one("SELECT state FROM walhook.backfills WHERE id = $1", &[&id])
         .await
-        .expect("settings");
-    assert_eq!(row.get::<_, String>(0), "5s");
-    assert_eq!(row.get::<_, String>(1), "walhook console");
-    let error = client
-        .query_one("SELECT pg_sleep(6)", &[])
+        .expect("backfill")
+        .get(0);
+    assert_eq!(state, "cancelled");
+    let page = browser.get("/backfills").await;
+    assert!(page.body.contains(&format!("Backfill {id} cancelled.")));
+    let cancelled = backfill_row(&page.body, id);
+    assert!(
+        cancelled.contains("data-state=\"cancelled\"") && !cancelled.contains("cancel-backfill"),
+        "{cancelled}"
+    );
+
+    // To one subscription, linked.
+    let sub_text = sub.to_string();
+    let to_one = browser
+        .post(
+            "/actions",
+            &[
+                ("csrf", csrf.as_str()),
+                ("action", "backfill"),
+                ("table", "public.orders"),
+                ("subscription", &sub_text),
+                ("back", "/backfills"),
+            ],
+        )
+        .await;
+    assert_eq!(to_one.status, 303, "{}", to_one.body);
+    let page = browser.get("/backfills").await;
+    let latest: i64 = client
+        .query_one("SELECT max(id) FROM walhook.backfills", &[])
         .await
-        .expect_err("cut off");
-    let message = error
-        .as_db_error()
-        .map(|e| e.message().to_owned())
-        .unwrap_or_default();
-    assert!(message.contains("statement timeout"), "{message}");
+        .expect("backfills")
+        .get(0);
+    assert_eq!(
+        client
+            .query_one(
+                "SELECT subscription_id FROM walhook.backfills WHERE id = $1",
+                &[&latest]
+            )
+            .await
+            .expect("backfill")
+            .get::<_, Option<i64>>(0),
+        Some(sub)
+    );
+    assert!(
+        backfill_row(&page.body, latest).contains(&format!("href=\"/subscriptions/{sub}\"")),
+        "the subscription is linked"
+    );
+    client
+        .execute("SELECT walhook.cancel_backfill($1)", &[&latest])
+        .await
+        .expect("cancel");
+    console.stop().await;
 }

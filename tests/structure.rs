@@ -37,10 +37,6 @@ use tree::{cycles, reaches, read, relative, root, rust_files, top, SourceTree};
 const ALLOWED_LONG_FILES: &[&str] = &[
     // Replication split by role (slot, confirms, stream, batching).
     "src/source/replication/mod.rs",
-    // The console split by page.
-    "src/console/mod.rs",
-    "src/console/queries.rs",
-    "tests/console.rs",
     // The test harness split by topic; the benchmark split by phase.
     "tests/delivery.rs",
     "tests/replication.rs",

@@ -13,12 +13,20 @@
 //! progress in the same transaction. A relay that stops resumes after the
 //! last chunk written; a chunk may then be sent again.
 //!
-//! Live traffic goes first: reads are due a little later than live changes
-//! (the outbox's `READ_DELAY_MS`), at most four chunks of reads wait unsent
-//! at a time, and `backfill.max_rows_per_second` caps the rate.
+//! Live traffic goes first: read deliveries have a lower claim priority
+//! than live changes (a live change is claimed before every read waiting
+//! for the same subscription), at most four chunks of reads wait unsent at
+//! a time, and `backfill.max_rows_per_second` caps the rate.
+//!
+//! A chunk that keeps failing on a database error fails its backfill after
+//! a few tries ([`failure`]); a lost connection is retried without limit.
 
 pub mod chunk;
+pub mod failure;
+mod report;
 pub mod window;
+
+pub use report::status;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -45,16 +53,38 @@ const CHUNKS_AHEAD: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
-    #[error("database error in a backfill: {0}")]
+    #[error("database error in a backfill: {}", db::describe_error(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Connect(#[from] db::DbError),
 }
 
-/// Records a chunk: only once, and only while the backfill runs.
+impl BackfillError {
+    /// Whether the error counts against the backfill being run (see
+    /// [`failure`]); a connection that could not be made never does.
+    fn counts(&self) -> bool {
+        match self {
+            BackfillError::Db(error) => failure::counts(error),
+            BackfillError::Connect(_) => false,
+        }
+    }
+
+    /// The error as the backfill records it: Postgres's message with its
+    /// detail and hint.
+    fn reason(&self) -> String {
+        match self {
+            BackfillError::Db(error) => db::describe_error(error),
+            BackfillError::Connect(error) => error.to_string(),
+        }
+    }
+}
+
+/// Records a chunk: only once, and only while the backfill runs. A chunk
+/// written ends a run of failures.
 const RECORD_PROGRESS: &str = "
 UPDATE walhook.backfill_jobs
 SET rows_done = rows_done + $2, rows_sent = rows_sent + $3, last_key = $4::text[], updated_at = now(),
+    failures = 0, error = NULL,
     state = CASE WHEN $5::bool THEN 'done' ELSE state END,
     finished_at = CASE WHEN $5::bool THEN now() END
 WHERE id = $1 AND state = 'running' AND last_key IS NOT DISTINCT FROM $6::text[]";
@@ -87,8 +117,9 @@ pub async fn emit(outbox: &mut Outbox, ready: Ready, wake: &Notify) -> Result<()
 }
 
 /// Runs the backfills one after the other while this relay captures.
-/// Errors are logged and retried; never returns (pending after shutdown),
-/// so the capture loop beside it decides when capture ends.
+/// A lost connection is made again and the backfill resumed; other errors
+/// count against the backfill ([`failure`]). Never returns (pending after
+/// shutdown), so the capture loop beside it decides when capture ends.
 pub async fn drive(
     url: &str,
     windows: &Windows,
@@ -97,11 +128,8 @@ pub async fn drive(
 ) -> Infallible {
     while !shutdown.is_cancelled() {
         if let Err(error) = run(url, windows, config, shutdown).await {
-            warn!(%error, "backfill interrupted; retrying");
-            tokio::select! {
-                () = shutdown.cancelled() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+            warn!(%error, "backfill interrupted; reconnecting");
+            pause_for(Duration::from_secs(1), shutdown).await;
         }
     }
     std::future::pending().await
@@ -127,16 +155,50 @@ async fn run(
     let mut catalog = Catalog::load(&client).await?;
     while !shutdown.is_cancelled() {
         match next_job(&client).await? {
-            Some(job) => run_job(&client, &mut catalog, windows, config, &job, shutdown).await?,
-            None => {
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            Some(job) => {
+                match run_job(&client, &mut catalog, windows, config, &job, shutdown).await {
+                    Err(error) if error.counts() => {
+                        let pause = count_failure(&client, &job, &error).await?;
+                        pause_for(pause, shutdown).await;
+                    }
+                    other => other?,
                 }
             }
+            None => pause_for(Duration::from_millis(500), shutdown).await,
         }
     }
     Ok(())
+}
+
+async fn pause_for(pause: Duration, shutdown: &CancellationToken) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(pause) => {}
+    }
+}
+
+/// Records a failed try at the job's chunk; returns how long to wait
+/// before the next (none once the backfill failed).
+async fn count_failure(
+    client: &Client,
+    job: &Job,
+    error: &BackfillError,
+) -> Result<Duration, tokio_postgres::Error> {
+    let reason = error.reason();
+    match failure::record(client, job.id, &reason).await? {
+        Some(recorded) if recorded.failed => {
+            warn!(backfill = job.id, failures = recorded.failures, error = %reason,
+                  "backfill failed: its chunk kept failing");
+            Ok(Duration::ZERO)
+        }
+        Some(recorded) => {
+            let pause = failure::retry_after(recorded.failures);
+            warn!(backfill = job.id, failures = recorded.failures, error = %reason,
+                  retry_in_ms = pause.as_millis() as u64, "backfill chunk failed; trying it again");
+            Ok(pause)
+        }
+        None => Ok(Duration::ZERO),
+    }
 }
 
 /// The oldest backfill not finished, marked running.
@@ -319,49 +381,6 @@ async fn fail(client: &Client, job: &Job, reason: &str) -> Result<(), BackfillEr
         )
         .await?;
     Ok(())
-}
-
-/// The backfills `walhook status` shows: those pending or running, and
-/// those finished in the last hour.
-pub async fn status(client: &Client) -> Result<String, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT id, table_name, coalesce('subscription ' || subscription_id, 'matching subscriptions'),
-                    state, rows_done, rows_sent, rows_estimated, rows_per_second::float8, coalesce(error, '')
-             FROM walhook.backfills
-             WHERE state IN ('pending', 'running') OR finished_at > now() - interval '1 hour'
-             ORDER BY id",
-            &[],
-        )
-        .await?;
-    if rows.is_empty() {
-        return Ok(String::new());
-    }
-    let mut out = String::from("backfills:\n");
-    for row in rows {
-        let estimated = row
-            .get::<_, Option<i64>>(6)
-            .map_or(String::new(), |n| format!(" of ~{n}"));
-        let rate = row
-            .get::<_, Option<f64>>(7)
-            .map_or(String::new(), |r| format!(", {r:.0} rows/s"));
-        let error: String = row.get(8);
-        let error = if error.is_empty() {
-            error
-        } else {
-            format!(": {error}")
-        };
-        out.push_str(&format!(
-            "  #{} {} to {}: {}{error}, {} rows done{estimated} ({} sent){rate}\n",
-            row.get::<_, i64>(0),
-            row.get::<_, String>(1),
-            row.get::<_, String>(2),
-            row.get::<_, String>(3),
-            row.get::<_, i64>(4),
-            row.get::<_, i64>(5),
-        ));
-    }
-    Ok(out)
 }
 
 /// `backfill.max_rows_per_second`: after each chunk, waits until the rows

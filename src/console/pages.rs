@@ -9,8 +9,13 @@ use serde_json::Value;
 use super::change::{show, Column, DrawnChange};
 use super::headers::headers_sent;
 use super::queries::{
-    DeliveryFilter, DeliveryRow, Depth, EventDelivery, EventView, Lag, Subscription, TailLine,
+    Backfill, DeliveryFilter, DeliveryRow, Depth, EventDelivery, EventView, Lag, Subscription,
+    TailLine,
 };
+
+mod backfills;
+
+pub use backfills::{backfill_table, backfills};
 
 /// What a page needs to render its forms and the banner.
 pub struct Frame<'a> {
@@ -43,7 +48,7 @@ fn layout(frame: &Frame, title: &str, section: &str, body: Markup) -> Markup {
                 header.top {
                     a.brand href="/" { "walhook" }
                     nav {
-                        @for (href, name) in [("/", "Overview"), ("/subscriptions", "Subscriptions"), ("/tail", "Live tail")] {
+                        @for (href, name) in [("/", "Overview"), ("/subscriptions", "Subscriptions"), ("/backfills", "Backfills"), ("/tail", "Live tail")] {
                             a href=(href) class=[(section == name).then_some("current")] { (name) }
                         }
                     }
@@ -175,6 +180,7 @@ pub fn overview(
     lag: &Lag,
     rates: &[f64],
     subs: &[Subscription],
+    backfills: &[Backfill],
 ) -> Markup {
     let now = rates.last().copied().unwrap_or(0.0);
     layout(
@@ -206,6 +212,12 @@ pub fn overview(
             section {
                 h2 { "Subscriptions " span.muted { "failing and disabled first" } }
                 (subscription_table(frame, subs, "/"))
+            }
+            @if !backfills.is_empty() {
+                section {
+                    h2 { a href="/backfills" { "Backfills" } " " span.muted { "running, waiting, or ended in the last hour" } }
+                    (backfill_table(frame, backfills, "/"))
+                }
             }
         },
     )

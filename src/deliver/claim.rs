@@ -66,11 +66,17 @@ WITH busy (subscription_id, n) AS (
 ), chosen AS (
     -- Per subscription, an index walk over its due deliveries that stops
     -- after `room` rows: the cost follows what is claimed, not the backlog.
+    -- Live changes (priority 0) first, then backfill reads (1) in the room
+    -- left: a walk per priority, the second run only if room is left.
     SELECT c.id, c.taken_over
     FROM rooms r
     CROSS JOIN LATERAL (
+      SELECT w.id, w.taken_over
+      FROM (VALUES (0::smallint), (1::smallint)) p (priority)
+      CROSS JOIN LATERAL (
         SELECT d.id, d.state = 'in_flight' AS taken_over FROM walhook.deliveries d
         WHERE d.subscription_id = r.id
+          AND d.priority = p.priority
           AND d.phase = 'open'
           -- In flight with a lease that ran out: its relay died or hung.
           AND (d.state = 'pending' OR d.lease_until < now())
@@ -88,6 +94,8 @@ WITH busy (subscription_id, n) AS (
         ORDER BY d.next_attempt_at, d.id
         LIMIT r.room
         FOR UPDATE SKIP LOCKED
+      ) w
+      LIMIT r.room
     ) c
     WHERE r.room > 0
     LIMIT $1
@@ -118,9 +126,10 @@ CROSS JOIN LATERAL (
 pub(crate) const NEXT_DUE: &str = "
 SELECT extract(epoch FROM min(n.next_attempt_at) - now())::float8
 FROM walhook.subscriptions s
+CROSS JOIN (VALUES (0::smallint), (1::smallint)) p (priority)
 CROSS JOIN LATERAL (
     SELECT d.next_attempt_at FROM walhook.deliveries d
-    WHERE d.subscription_id = s.id AND d.phase = 'open' AND d.state = 'pending'
+    WHERE d.subscription_id = s.id AND d.priority = p.priority AND d.phase = 'open' AND d.state = 'pending'
       AND d.next_attempt_at > now()
     ORDER BY d.next_attempt_at LIMIT 1
 ) n

@@ -4,9 +4,35 @@
 
 use std::time::Duration;
 
-use walhook::config::CaptureMode;
+use tokio_postgres::Client;
+use walhook::config::{CaptureMode, Config};
 
 use super::{test_config, Relay, TestDb};
+
+/// The secret of the subscription [`orders_table`] makes.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Trigger capture, a watched `orders (id int PRIMARY KEY, status text,
+/// note text, total numeric)` and a subscription of `receiver_url` to
+/// `orders.*` with [`SECRET`]; returns the subscription's id.
+pub async fn orders_table(client: &Client, receiver_url: &str) -> i64 {
+    client
+        .batch_execute(
+            "SELECT walhook.set_capture_mode('trigger');
+             CREATE TABLE orders (id int PRIMARY KEY, status text, note text, total numeric);
+             SELECT walhook.watch('orders');",
+        )
+        .await
+        .expect("setup");
+    client
+        .query_one(
+            "SELECT walhook.subscribe($1, ARRAY['orders.*'], secret => $2)",
+            &[&receiver_url, &SECRET],
+        )
+        .await
+        .expect("subscribe")
+        .get(0)
+}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -25,8 +51,12 @@ impl ConsoleRelay {
     /// Starts the relay on `db` with `token` (None: open on loopback) and
     /// waits until its admin server answers.
     pub async fn start(db: &TestDb, token: Option<&str>) -> ConsoleRelay {
+        ConsoleRelay::start_with(token, test_config(&db.url, CaptureMode::Trigger)).await
+    }
+
+    /// [`ConsoleRelay::start`] with a configuration of the test's own.
+    pub async fn start_with(token: Option<&str>, mut config: Config) -> ConsoleRelay {
         let port = free_port();
-        let mut config = test_config(&db.url, CaptureMode::Trigger);
         config.admin.listen = format!("127.0.0.1:{port}").parse().expect("address");
         config.admin.token = token.map(|t| walhook::config::Secret(t.to_owned()));
         let relay = Relay::start_with(config);
