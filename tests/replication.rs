@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use walhook::change::{parse_lsn, Action, Position, RowChange};
 use walhook::config::{CaptureConfig, Config};
 use walhook::source::replication::{ReplicationOptions, ReplicationSource};
-use walhook::source::{Ack, Batch, Source, SourceError};
+use walhook::source::{Ack, Batch, Fatal, Source, SourceError};
 
 fn config(db: &TestDb) -> CaptureConfig {
     let mut config = Config::default().capture;
@@ -518,7 +518,10 @@ async fn a_slot_of_another_plugin_is_reported_not_retried() {
         .await
         .map(|_| ())
         .expect_err("refused");
-    assert!(matches!(error, SourceError::Fatal(_)), "{error}");
+    assert!(
+        matches!(error, SourceError::Fatal(Fatal::SlotNotPgoutput { .. })),
+        "{error}"
+    );
     assert!(!error.is_retryable());
     assert!(error.to_string().contains("pgoutput"), "{error}");
     drop_slot(&client, &config.slot).await;

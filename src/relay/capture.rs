@@ -30,10 +30,24 @@ const CAPTURE_LOCK: i64 = 0x7761_6c68_6f6f_6b02;
 /// What the rest of the relay can see of capture.
 #[derive(Debug, Default)]
 pub struct CaptureState {
+    /// This relay holds the capture lock.
     pub leader: AtomicBool,
+    /// Failing since when, with the last error; or working.
     pub health: crate::health::StageHealth,
 }
 
+impl crate::admin::CaptureView for CaptureState {
+    fn is_capturing(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    fn health(&self) -> &crate::health::StageHealth {
+        &self.health
+    }
+}
+
+/// Why capture stopped: only a [`SourceError::Fatal`] condition ends it
+/// for good, the rest reconnect.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(transparent)]

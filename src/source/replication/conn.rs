@@ -16,7 +16,6 @@ use tokio_postgres::config::Host;
 use tracing::{debug, info};
 
 use crate::db::{self, SslMode};
-use crate::source::SourceError;
 
 /// The output settings every value's text form depends on; the capture
 /// trigger pins the same ones, so both modes see identical text.
@@ -87,35 +86,27 @@ impl ServerError {
     }
 }
 
-#[derive(Debug)]
+/// Why a replication command or the stream failed. It knows nothing of
+/// the source above it: the source turns it into its own error, never the
+/// other way round.
+#[derive(Debug, thiserror::Error)]
 pub enum ConnError {
+    /// The server answered with an error.
+    #[error("the server refused: {0}")]
     Server(ServerError),
-    Source(SourceError),
-}
-
-impl From<SourceError> for ConnError {
-    fn from(error: SourceError) -> Self {
-        ConnError::Source(error)
-    }
-}
-
-impl From<std::io::Error> for ConnError {
-    fn from(error: std::io::Error) -> Self {
-        ConnError::Source(SourceError::Io(error))
-    }
-}
-
-impl From<ConnError> for SourceError {
-    fn from(error: ConnError) -> Self {
-        match error {
-            ConnError::Server(e) => SourceError::Protocol(format!("the server refused: {e}")),
-            ConnError::Source(e) => e,
-        }
-    }
+    /// The server sent something unexpected or unreadable.
+    #[error("{0}")]
+    Protocol(String),
+    /// The socket broke, or a step got no answer in time.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The database URL or its TLS settings are not usable.
+    #[error(transparent)]
+    Connect(#[from] db::DbError),
 }
 
 fn protocol(message: impl Into<String>) -> ConnError {
-    ConnError::Source(SourceError::Protocol(message.into()))
+    ConnError::Protocol(message.into())
 }
 
 enum Frame {
@@ -146,11 +137,10 @@ impl ReplicationConnection {
         url: &str,
         application_name: &str,
     ) -> Result<ReplicationConnection, ConnError> {
-        let settings =
-            db::Settings::for_role(url, "capture").map_err(|e| ConnError::Source(e.into()))?;
+        let settings = db::Settings::for_role(url, "capture")?;
         // The URL's own options (not the statement timeout ordinary
         // connections get), then the pinned ones, which must win.
-        let (config, tls) = db::parse_url_tls(url).map_err(|e| ConnError::Source(e.into()))?;
+        let (config, tls) = db::parse_url_tls(url)?;
         let options = match config.get_options() {
             Some(given) if !given.trim().is_empty() => format!("{given} {PINNED_OPTIONS}"),
             _ => PINNED_OPTIONS.to_owned(),
@@ -351,10 +341,10 @@ impl ReplicationConnection {
             self.read.reserve(8192);
             let n = self.stream.read_buf(&mut self.read).await?;
             if n == 0 {
-                return Err(ConnError::Source(SourceError::Io(std::io::Error::new(
+                return Err(ConnError::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the server closed the replication connection",
-                ))));
+                )));
             }
         }
     }
@@ -549,9 +539,7 @@ async fn open(
                     "the server at {name}:{port} does not accept TLS, but sslmode requires it"
                 )));
             }
-            let config = tls
-                .client_config()
-                .map_err(|e| ConnError::Source(e.into()))?;
+            let config = tls.client_config()?;
             let server_name = rustls::pki_types::ServerName::try_from(name.clone())
                 .map_err(|e| protocol(format!("'{name}' is not a valid TLS server name: {e}")))?;
             let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
