@@ -50,14 +50,20 @@ impl crate::admin::CaptureView for CaptureState {
 /// for good, the rest reconnect.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    /// The source failed; fatal only for a [`SourceError::Fatal`].
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// Writing the outbox failed.
     #[error(transparent)]
     Outbox(#[from] crate::outbox::OutboxError),
+    /// A statement of the capture loop itself failed.
     #[error(transparent)]
     Db(#[from] tokio_postgres::Error),
+    /// A connection could not be opened.
     #[error(transparent)]
     Connect(#[from] db::DbError),
+    /// The connection holding the capture lock closed, so another relay
+    /// may be capturing now.
     #[error("lost the capture lock's connection")]
     LostLock,
 }
@@ -214,8 +220,12 @@ async fn write(outbox: &mut Outbox, batch: &Batch, wake: &Notify) -> Result<(), 
 
 /// What the capture loop writes with.
 pub(super) struct Capture<'a> {
+    /// Where batches go.
     pub(super) outbox: &'a mut Outbox,
+    /// The connection holding the capture lock: once it closes, this relay
+    /// must stop writing.
     pub(super) lock: &'a Client,
+    /// Woken when a write queued deliveries.
     pub(super) wake: &'a Notify,
     /// The watermark windows of backfill chunks being read.
     pub(super) windows: &'a Windows,

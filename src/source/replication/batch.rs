@@ -20,12 +20,38 @@ use tracing::debug;
 
 use super::confirm::{confirm_when_durable, Confirmed};
 use super::decode::{Decoder, Pending};
+use super::slot;
 use super::stream::{heartbeat, run_stream, StreamItem, StreamTiming};
-use super::{slot, ReplicationOptions};
 use crate::catalog::Catalog;
 use crate::change::format_lsn;
 use crate::config::CaptureConfig;
 use crate::source::{Ack, Batch, Source, SourceError};
+
+/// Tuning that rarely needs changing; tests shorten the intervals.
+#[derive(Debug, Clone)]
+pub struct ReplicationOptions {
+    /// How often a non-transactional logical message is written, so that a
+    /// slot on an idle database (or one whose WAL is all from other
+    /// databases) still advances.
+    pub heartbeat_interval: Duration,
+    /// How often a standby status update is sent without being asked.
+    pub status_interval: Duration,
+    /// Decoded messages buffered between the stream and the source.
+    pub queue: usize,
+    /// How often the WAL flush position is read while confirms wait for it.
+    pub durable_poll: Duration,
+}
+
+impl Default for ReplicationOptions {
+    fn default() -> Self {
+        ReplicationOptions {
+            heartbeat_interval: Duration::from_secs(30),
+            status_interval: Duration::from_secs(10),
+            queue: 512,
+            durable_poll: Duration::from_millis(20),
+        }
+    }
+}
 
 /// Captures from the replication slot `capture.slot`.
 pub struct ReplicationSource {

@@ -31,9 +31,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// An error the server sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerError {
+    /// The SQLSTATE, e.g. `42501`.
     pub code: String,
+    /// The primary message.
     pub message: String,
+    /// The server's detail line, if it sent one.
     pub detail: Option<String>,
+    /// The server's hint, if it sent one.
     pub hint: Option<String>,
 }
 
@@ -81,6 +85,7 @@ impl ServerError {
         self.code == "55006"
     }
 
+    /// The object (a slot being created) exists already.
     pub fn is_duplicate(&self) -> bool {
         self.code == "42710"
     }
@@ -117,9 +122,13 @@ enum Frame {
 /// `IDENTIFY_SYSTEM`'s answer.
 #[derive(Debug, Clone)]
 pub struct SystemId {
+    /// The cluster's system identifier.
     pub system_id: String,
+    /// The current timeline.
     pub timeline: String,
+    /// The current WAL flush position.
     pub xlog_pos: String,
+    /// The database connected to.
     pub database: String,
 }
 
@@ -401,6 +410,8 @@ impl ReplicationConnection {
         Ok(Some(timeout).filter(|t| !t.is_zero()))
     }
 
+    /// `IDENTIFY_SYSTEM`: which cluster, timeline and database the
+    /// connection reached.
     pub async fn identify_system(&mut self) -> Result<SystemId, ConnError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
         let row = rows
@@ -553,10 +564,12 @@ async fn open(
     }
 }
 
+/// `name` as an SQL identifier, always quoted.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `text` as an SQL string literal.
 pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }

@@ -14,10 +14,16 @@ use super::pgoutput::{Datum, LogicalMessage, OldTuple, Tuple};
 use super::rows::{self, RelationInfo};
 use super::stream::StreamItem;
 use super::toast::fetch_unchanged;
-use super::{ACTOR_PREFIX, WATERMARK_PREFIX};
 use crate::catalog::Catalog;
 use crate::change::{format_lsn, Action, Position, Row, RowChange, TableRef};
 use crate::source::SourceError;
+
+/// The logical message prefix `walhook.set_actor` writes.
+pub const ACTOR_PREFIX: &str = "walhook.actor";
+
+/// The logical message prefix of backfill watermarks
+/// (`walhook.backfill_watermark`).
+pub const WATERMARK_PREFIX: &str = "walhook.watermark";
 
 /// One item of the queue between decoding and batching, in WAL order.
 pub(super) enum Pending {

@@ -46,43 +46,8 @@ mod slot;
 mod stream;
 mod toast;
 
-use std::time::Duration;
-
-pub use batch::ReplicationSource;
+pub use batch::{ReplicationOptions, ReplicationSource};
 pub use conn::{quote_ident, ReplicationConnection, ServerError, SystemId, PINNED_OPTIONS};
+pub use decode::{ACTOR_PREFIX, WATERMARK_PREFIX};
 pub use slot::prepare;
-
-/// The logical message prefix `walhook.set_actor` writes.
-pub const ACTOR_PREFIX: &str = "walhook.actor";
-
-/// The logical message prefix of backfill watermarks
-/// (`walhook.backfill_watermark`).
-pub const WATERMARK_PREFIX: &str = "walhook.watermark";
-/// The logical message prefix of the heartbeat.
-pub const HEARTBEAT_PREFIX: &str = "walhook.heartbeat";
-
-/// Tuning that rarely needs changing; tests shorten the intervals.
-#[derive(Debug, Clone)]
-pub struct ReplicationOptions {
-    /// How often a non-transactional logical message is written, so that a
-    /// slot on an idle database (or one whose WAL is all from other
-    /// databases) still advances.
-    pub heartbeat_interval: Duration,
-    /// How often a standby status update is sent without being asked.
-    pub status_interval: Duration,
-    /// Decoded messages buffered between the stream and the source.
-    pub queue: usize,
-    /// How often the WAL flush position is read while confirms wait for it.
-    pub durable_poll: Duration,
-}
-
-impl Default for ReplicationOptions {
-    fn default() -> Self {
-        ReplicationOptions {
-            heartbeat_interval: Duration::from_secs(30),
-            status_interval: Duration::from_secs(10),
-            queue: 512,
-            durable_poll: Duration::from_millis(20),
-        }
-    }
-}
+pub use stream::HEARTBEAT_PREFIX;

@@ -19,6 +19,9 @@ use super::pgoutput::{self, LogicalMessage, ServerMessage};
 use super::slot::classify;
 use crate::source::SourceError;
 
+/// The logical message prefix of the heartbeat.
+pub const HEARTBEAT_PREFIX: &str = "walhook.heartbeat";
+
 /// What the stream task hands the source, in WAL order.
 pub(super) enum StreamItem {
     /// A decoded logical message that started at `wal_start`.
@@ -213,11 +216,9 @@ fn silent_for(silence: Duration) -> ConnError {
 }
 
 /// Writes a non-transactional logical message (prefix
-/// [`HEARTBEAT_PREFIX`]) every `every` until `stop`
-/// fires, so the stream passes a safe position even when no watched table
-/// changes (or all WAL is another database's).
-///
-/// [`HEARTBEAT_PREFIX`]: super::HEARTBEAT_PREFIX
+/// [`HEARTBEAT_PREFIX`]) every `every` until `stop` fires, so the stream
+/// passes a safe position even when no watched table changes (or all WAL
+/// is another database's).
 pub(super) async fn heartbeat(client: Arc<Client>, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
