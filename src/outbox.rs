@@ -2,8 +2,9 @@
 //!
 //! The transaction also runs the source's consume step, if its batch
 //! carries one ([`Ack::Consume`]: trigger capture deletes its capture rows
-//! in it), and only after it commits is the source told it may let go. Event ids are derived from the change's position, so
-//! a batch written twice after a crash lands once.
+//! in it), and only after it commits is the source told it may let go.
+//! Event ids are derived from the change's position, so a batch written
+//! twice after a crash lands once.
 //!
 //! Its commits do not wait for the WAL flush: deliverers see new rows at
 //! once, and a commit lost to a Postgres crash takes its consumption of

@@ -3,9 +3,10 @@
 //!
 //! The capture table is a queue, not a log read by high-water mark: rows
 //! are read in id order and deleted inside the outbox transaction that
-//! stores them (the batch's [`Ack::Consume`] step, defined here). A transaction that took an id early but commits late is simply
-//! read by a later batch, so nothing is skipped (the "sequence gap" of
-//! polled outboxes), and a rolled-back change never becomes visible.
+//! stores them (the batch's [`Ack::Consume`] step, defined here). A
+//! transaction that took an id early but commits late is simply read by a
+//! later batch, so nothing is skipped (the "sequence gap" of polled
+//! outboxes), and a rolled-back change never becomes visible.
 
 use std::collections::HashMap;
 use std::sync::Arc;
