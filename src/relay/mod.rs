@@ -4,6 +4,7 @@
 
 pub mod capture;
 mod leftover_slot;
+mod pump;
 
 use std::sync::Arc;
 
