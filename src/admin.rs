@@ -3,7 +3,6 @@
 //! otherwise), `/metrics` (Prometheus) and the console at `/`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,20 +15,37 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::StageHealth;
-use crate::relay::capture::CaptureState;
 
+/// What `/healthz` needs to know of capture: the capture loop provides
+/// it, and the admin server sees nothing else of capture.
+pub trait CaptureView: Send + Sync {
+    /// Whether this relay captures (holds the capture lock) rather than
+    /// standing by while another one does.
+    fn is_capturing(&self) -> bool;
+
+    /// The capture stage's health: failing or working.
+    fn health(&self) -> &StageHealth;
+}
+
+/// What the admin endpoints read.
 #[derive(Clone)]
 pub struct AdminState {
     /// Connections for the health check (shared with the gauges).
     pub pool: crate::pool::Pool,
-    pub capture: Arc<CaptureState>,
+    /// Capture's role and health, for `/healthz`.
+    pub capture: Arc<dyn CaptureView>,
+    /// Delivery's health, for `/healthz`.
     pub delivery: Arc<StageHealth>,
+    /// The console served at `/`, which also decides who may read
+    /// `/metrics`.
     pub console: crate::console::Console,
 }
 
 /// The running server.
 pub struct Admin {
+    /// The address it listens on (the port chosen when `listen` had 0).
     pub local_addr: SocketAddr,
+    /// Ends once `stop` fired and open requests finished.
     pub task: JoinHandle<()>,
 }
 
@@ -80,7 +96,7 @@ pub async fn serve(
 }
 
 async fn healthz(State(state): State<AdminState>) -> Response {
-    let capture = if state.capture.leader.load(Ordering::Relaxed) {
+    let capture = if state.capture.is_capturing() {
         "capturing"
     } else {
         "standby"
@@ -96,7 +112,7 @@ async fn healthz(State(state): State<AdminState>) -> Response {
     let report = crate::health::report(
         reachable,
         capture,
-        state.capture.health.failure(),
+        state.capture.health().failure(),
         state.delivery.failure(),
     );
     let status = if report.healthy {

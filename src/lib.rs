@@ -59,3 +59,4 @@ pub mod setup;
 pub mod socket;
 pub mod source;
 pub mod status;
+pub mod upkeep;

@@ -1,9 +1,10 @@
 //! The outbox: a batch's events and deliveries written in one transaction.
 //!
-//! The transaction also consumes what the source captured (trigger mode
-//! deletes its capture rows in it), and only after it commits is the source
-//! told it may let go. Event ids are derived from the change's position, so
-//! a batch written twice after a crash lands once.
+//! The transaction also runs the source's consume step, if its batch
+//! carries one ([`Ack::Consume`]: trigger capture deletes its capture rows
+//! in it), and only after it commits is the source told it may let go.
+//! Event ids are derived from the change's position, so a batch written
+//! twice after a crash lands once.
 //!
 //! Its commits do not wait for the WAL flush: deliverers see new rows at
 //! once, and a commit lost to a Postgres crash takes its consumption of
@@ -20,10 +21,12 @@ use tracing::debug;
 use crate::change::{format_lsn, RowChange};
 use crate::db::Statements;
 use crate::route::{Routed, Router};
-use crate::source::{Ack, Batch};
+use crate::source::{Ack, Batch, Consume};
 
+/// Why a batch could not be written.
 #[derive(Debug, Error)]
 pub enum OutboxError {
+    /// The database refused or the connection broke; nothing was written.
     #[error("writing the outbox failed: {0}")]
     Db(#[from] tokio_postgres::Error),
 }
@@ -31,7 +34,9 @@ pub enum OutboxError {
 /// What one write stored.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
+    /// Events inserted (not those a repeated batch already had).
     pub events: u64,
+    /// Deliveries inserted, one per event and matching subscription.
     pub deliveries: u64,
 }
 
@@ -57,12 +62,13 @@ impl Outbox {
         })
     }
 
+    /// Whether its connection has closed (it then cannot write again).
     pub fn is_closed(&self) -> bool {
         self.client.is_closed()
     }
 
-    /// Routes the batch and writes it, with its acknowledgement, in one
-    /// transaction.
+    /// Routes the batch and writes it in one transaction, together with its
+    /// consume step when the ack carries one.
     ///
     /// A batch is first written with plain inserts. Only a batch written
     /// before (captured again after a crash or a change of leader) runs
@@ -96,21 +102,19 @@ impl Outbox {
         let prepared = Prepared {
             insert_events: statements.get(&tx, insert_events).await?,
             insert_deliveries: statements.get(&tx, insert_deliveries).await?,
-            delete_captured: statements.get(&tx, DELETE_CAPTURED).await?,
             notify: statements.get(&tx, NOTIFY).await?,
         };
-        let captured = match &batch.ack {
-            Ack::DeleteCaptured(ids) => Some(ids),
+        let consume_step = match &batch.ack {
+            Ack::Consume(Consume { statement, keys }) => {
+                Some((statements.get(&tx, statement).await?, keys))
+            }
             _ => None,
         };
         // The statements are sent together and answered in order: one round
         // trip for the batch.
         let consume = async {
-            match captured {
-                Some(ids) => tx
-                    .execute(&prepared.delete_captured, &[ids])
-                    .await
-                    .map(|_| ()),
+            match &consume_step {
+                Some((statement, keys)) => tx.execute(statement, &[keys]).await.map(|_| ()),
                 None => Ok(()),
             }
         };
@@ -167,7 +171,6 @@ impl Outbox {
         let prepared = Prepared {
             insert_events: statements.get(&tx, INSERT_NEW_EVENTS).await?,
             insert_deliveries: statements.get(&tx, INSERT_READ_DELIVERIES).await?,
-            delete_captured: statements.get(&tx, DELETE_CAPTURED).await?,
             notify: statements.get(&tx, NOTIFY).await?,
         };
         let written = insert_routed(&tx, &prepared, &routed).await?;
@@ -182,7 +185,6 @@ impl Outbox {
 /// How much later than a live change a backfill's read is due.
 pub const READ_DELAY_MS: i32 = 250;
 
-const DELETE_CAPTURED: &str = "DELETE FROM walhook.capture WHERE id = ANY($1)";
 const NOTIFY: &str = "SELECT pg_notify('walhook_deliveries', '')";
 
 /// How a batch's rows are inserted.
@@ -251,7 +253,6 @@ const INSERT_NEW_DELIVERIES: &str = concat!(
 struct Prepared {
     insert_events: Statement,
     insert_deliveries: Statement,
-    delete_captured: Statement,
     notify: Statement,
 }
 

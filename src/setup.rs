@@ -6,7 +6,6 @@
 //! however long it takes the first relay to start.
 
 use thiserror::Error;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -23,8 +22,11 @@ pub struct CaptureSetup {
     pub switched_from: Option<String>,
 }
 
+/// Why capture could not be set up.
 #[derive(Debug, Error)]
 pub enum SetupError {
+    /// `detail` says what failed and, for a condition an operator must
+    /// fix, how.
     #[error("cannot set up {mode} capture: {detail}")]
     Capture { mode: CaptureMode, detail: String },
 }
@@ -46,20 +48,13 @@ impl SetupError {
     }
 }
 
-/// The server's own message (the error's display is only "db error"),
-/// with what to do when the role lacks a privilege.
+/// The server's own message (the error's display is only "db error").
+/// A missing `REPLICATION` privilege never gets here: the source names it
+/// as a [`crate::source::Fatal`] condition, with its fix.
 fn describe(error: &tokio_postgres::Error) -> String {
-    let Some(db) = error.as_db_error() else {
-        return error.to_string();
-    };
-    if db.code() == &SqlState::INSUFFICIENT_PRIVILEGE {
-        format!(
-            "{}; replication capture needs a role with the REPLICATION attribute (ALTER ROLE <role> REPLICATION) \
-             or superuser; without one, capture with --mode trigger",
-            db.message()
-        )
-    } else {
-        db.message().to_owned()
+    match error.as_db_error() {
+        Some(db) => db.message().to_owned(),
+        None => error.to_string(),
     }
 }
 
@@ -144,11 +139,14 @@ mod tests {
     fn errors_name_the_mode_and_the_cause() {
         let error = SetupError::source(
             CaptureMode::Replication,
-            SourceError::Fatal("wal_level is not logical".into()),
+            SourceError::Fatal(crate::source::Fatal::MissingPublication {
+                publication: "mine".into(),
+            }),
         );
         assert_eq!(
             error.to_string(),
-            "cannot set up replication capture: wal_level is not logical"
+            "cannot set up replication capture: the publication \"mine\" does not exist; \
+             create it (CREATE PUBLICATION mine) or use the default publication walhook"
         );
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use walhook::change::{parse_lsn, Action, Position, RowChange};
 use walhook::config::{CaptureConfig, Config};
 use walhook::source::replication::{ReplicationOptions, ReplicationSource};
-use walhook::source::{Ack, Batch, Source, SourceError};
+use walhook::source::{Ack, Batch, Fatal, Source, SourceError};
 
 fn config(db: &TestDb) -> CaptureConfig {
     let mut config = Config::default().capture;
@@ -80,6 +80,25 @@ async fn finish(source: ReplicationSource, client: &Client) {
     let slot = source.slot().to_owned();
     source.close().await;
     drop_slot(client, &slot).await;
+}
+
+/// Waits until no session streams from the slot any more.
+async fn wait_until_released(client: &Client, slot: &str) {
+    for _ in 0..50 {
+        let active: bool = client
+            .query_one(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .expect("slot query")
+            .get(0);
+        if !active {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("slot {slot} stayed active");
 }
 
 async fn drop_slot(client: &Client, slot: &str) {
@@ -518,10 +537,83 @@ async fn a_slot_of_another_plugin_is_reported_not_retried() {
         .await
         .map(|_| ())
         .expect_err("refused");
-    assert!(matches!(error, SourceError::Fatal(_)), "{error}");
+    assert!(
+        matches!(error, SourceError::Fatal(Fatal::SlotNotPgoutput { .. })),
+        "{error}"
+    );
     assert!(!error.is_retryable());
     assert!(error.to_string().contains("pgoutput"), "{error}");
     drop_slot(&client, &config.slot).await;
+}
+
+#[tokio::test]
+async fn a_slot_of_another_database_is_reported_not_retried() {
+    let (db, _client) = setup("CREATE TABLE t (id int PRIMARY KEY)", "public.t").await;
+    let other = TestDb::new().await;
+    let other_client = other.client().await;
+    let config = config(&db);
+    other_client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&config.slot],
+        )
+        .await
+        .expect("a slot in the other database");
+    let error = ReplicationSource::connect_with(&db.url, &config, options())
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    drop_slot(&other_client, &config.slot).await;
+    assert!(
+        matches!(
+            error,
+            SourceError::Fatal(Fatal::SlotOfAnotherDatabase { .. })
+        ),
+        "{error}"
+    );
+    assert!(!error.is_retryable());
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "the replication slot \"{slot}\" belongs to database {other}, not {this}; \
+             set capture.slot to a name of its own for this database",
+            slot = config.slot,
+            other = other.name,
+            this = db.name
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_missing_publication_is_reported_not_retried() {
+    let (db, client) = setup("CREATE TABLE t (id int PRIMARY KEY)", "public.t").await;
+    let mut config = config(&db);
+    config.publication = "absent".into();
+    let error = ReplicationSource::connect_with(&db.url, &config, options())
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(
+        matches!(error, SourceError::Fatal(Fatal::MissingPublication { .. })),
+        "{error}"
+    );
+    assert!(!error.is_retryable());
+    assert!(
+        error.to_string().contains("CREATE PUBLICATION absent"),
+        "{error}"
+    );
+    let slots: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot],
+        )
+        .await
+        .expect("slots")
+        .get(0);
+    assert_eq!(
+        slots, 0,
+        "no slot is created for a publication that is missing"
+    );
 }
 
 #[tokio::test]
@@ -727,6 +819,9 @@ async fn a_graceful_close_confirms_everything_committed_at_once() {
         .expect("asynchronous commit");
     source.committed(&batch.ack).await.expect("confirm");
     source.close().await;
+    // The server reads the last status update when it gets to it: once
+    // the slot is free, the session's every word has been taken.
+    wait_until_released(&client, &config.slot).await;
     assert!(
         confirmed_flush(&client, &config.slot).await >= lsn,
         "closing flushes and confirms instead of dropping what waits"

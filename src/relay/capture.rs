@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::pump::{pump, write, Capture};
 use crate::backfill::window::Windows;
 use crate::backoff::Backoff;
 use crate::config::{BackfillConfig, CaptureConfig, CaptureMode};
@@ -19,7 +20,9 @@ use crate::db;
 use crate::outbox::Outbox;
 use crate::source::replication::ReplicationSource;
 use crate::source::trigger::TriggerSource;
-use crate::source::{Ack, Batch, Source, SourceError};
+use crate::source::Source;
+
+pub use super::pump::CaptureError;
 
 /// A capture session that lasted this long counts as a success.
 const STEADY: Duration = Duration::from_secs(30);
@@ -30,30 +33,19 @@ const CAPTURE_LOCK: i64 = 0x7761_6c68_6f6f_6b02;
 /// What the rest of the relay can see of capture.
 #[derive(Debug, Default)]
 pub struct CaptureState {
+    /// This relay holds the capture lock.
     pub leader: AtomicBool,
+    /// Failing since when, with the last error; or working.
     pub health: crate::health::StageHealth,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Outbox(#[from] crate::outbox::OutboxError),
-    #[error(transparent)]
-    Db(#[from] tokio_postgres::Error),
-    #[error(transparent)]
-    Connect(#[from] db::DbError),
-    #[error("lost the capture lock's connection")]
-    LostLock,
-}
+impl crate::admin::CaptureView for CaptureState {
+    fn is_capturing(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
 
-impl CaptureError {
-    fn is_retryable(&self) -> bool {
-        match self {
-            CaptureError::Source(e) => e.is_retryable(),
-            _ => true,
-        }
+    fn health(&self) -> &crate::health::StageHealth {
+        &self.health
     }
 }
 
@@ -188,25 +180,6 @@ async fn drain_trigger_captures(
     Ok(())
 }
 
-async fn write(outbox: &mut Outbox, batch: &Batch, wake: &Notify) -> Result<(), CaptureError> {
-    let written = outbox.write(batch).await?;
-    metrics::counter!("walhook_changes_captured_total").increment(batch.changes.len() as u64);
-    metrics::counter!("walhook_events_written_total").increment(written.events);
-    if written.deliveries > 0 {
-        wake.notify_one();
-    }
-    Ok(())
-}
-
-/// What the capture loop writes with.
-pub(super) struct Capture<'a> {
-    pub(super) outbox: &'a mut Outbox,
-    pub(super) lock: &'a Client,
-    pub(super) wake: &'a Notify,
-    /// The watermark windows of backfill chunks being read.
-    pub(super) windows: &'a Windows,
-}
-
 /// Captures, and drives the backfills beside it: they need this capture
 /// loop to see their watermarks. Capture alone decides when both end.
 async fn capture_with_backfills<S: Source>(
@@ -221,31 +194,4 @@ async fn capture_with_backfills<S: Source>(
         result = pump(source, capture, shutdown) => result,
         never = crate::backfill::drive(url, windows, backfill, shutdown) => match never {},
     }
-}
-
-/// Source → outbox → acknowledge, batch after batch; a backfill chunk
-/// whose watermark came with a batch is written right behind it.
-pub(super) async fn pump<S: Source>(
-    source: &mut S,
-    capture: &mut Capture<'_>,
-    shutdown: &CancellationToken,
-) -> Result<(), CaptureError> {
-    while let Some(batch) = source.next_batch(shutdown).await? {
-        if capture.lock.is_closed() {
-            return Err(CaptureError::LostLock);
-        }
-        let ready = capture.windows.observe(&batch);
-        // A batch of only watermarks is written too: in trigger mode that
-        // consumes their capture rows.
-        if !batch.changes.is_empty() || !batch.watermarks.is_empty() {
-            write(capture.outbox, &batch, capture.wake).await?;
-        }
-        if batch.ack != Ack::Nothing {
-            source.committed(&batch.ack).await?;
-        }
-        for chunk in ready {
-            crate::backfill::emit(capture.outbox, chunk, capture.wake).await?;
-        }
-    }
-    Ok(())
 }

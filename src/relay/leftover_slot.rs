@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::capture::{pump, Capture, CaptureError};
+use super::pump::{pump, Capture, CaptureError};
 use crate::backfill::window::Windows;
 use crate::config::{CaptureConfig, CaptureMode};
 use crate::db;

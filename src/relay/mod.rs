@@ -4,19 +4,18 @@
 
 pub mod capture;
 mod leftover_slot;
-pub mod maintenance;
+mod pump;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::{admin, db, deliver, migrate};
+use crate::{admin, db, deliver, migrate, upkeep};
 use capture::CaptureState;
 
 /// Runs the relay until `shutdown` fires or a stage fails for good.
@@ -70,8 +69,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         capture_state,
         stop.clone(),
     ));
-    let upkeep = tokio::spawn(maintenance::run(url.clone(), stop.clone()));
-    let gauges = tokio::spawn(report_gauges(
+    let replays = tokio::spawn(upkeep::replays::run(url.clone(), stop.clone()));
+    let gauges = tokio::spawn(upkeep::gauges::run(
         status_pool,
         config.capture.slot.clone(),
         stop.clone(),
@@ -107,7 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     }
     let _ = gauges.await;
-    let _ = upkeep.await;
+    let _ = replays.await;
     let _ = admin.task.await;
     match failure {
         Some(error) => Err(error),
@@ -155,53 +154,4 @@ async fn forget_dropped_tables(client: &Client) -> anyhow::Result<()> {
             .await?;
     }
     Ok(())
-}
-
-/// Keeps `walhook_outbox_depth{state}` and the slot gauges current, and
-/// the histograms' memory bounded.
-async fn report_gauges(pool: crate::pool::Pool, slot: String, stop: CancellationToken) {
-    let mut backoff = crate::backoff::Backoff::new();
-    loop {
-        crate::metrics::run_upkeep();
-        let client = match pool.get().await {
-            Ok(client) => {
-                backoff.reset();
-                client
-            }
-            Err(error) => {
-                debug!(%error, "the gauges cannot reach the database");
-                if !backoff.wait(&stop).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        match crate::status::queue_depth(&client).await {
-            Ok(depth) => {
-                for (state, count) in depth {
-                    metrics::gauge!("walhook_outbox_depth", "state" => state).set(count as f64);
-                }
-            }
-            Err(error) => warn!(%error, "cannot read the outbox depth"),
-        }
-        // New subscriptions' delivery series appear within one round.
-        match client
-            .query("SELECT id FROM walhook.subscriptions", &[])
-            .await
-        {
-            Ok(rows) => rows
-                .iter()
-                .for_each(|row| crate::metrics::register_subscription(row.get(0))),
-            Err(error) => warn!(%error, "cannot read the subscriptions for the metrics"),
-        }
-        if let Ok(Some((lag, confirmed))) = crate::status::slot_lag(&client, &slot).await {
-            metrics::gauge!("walhook_replication_lag_bytes").set(lag as f64);
-            metrics::gauge!("walhook_replication_confirmed_lsn").set(confirmed as f64);
-        }
-        drop(client);
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-    }
 }

@@ -2,10 +2,11 @@
 //! inside the writing transaction; `pg_notify` only wakes this source.
 //!
 //! The capture table is a queue, not a log read by high-water mark: rows
-//! are read in id order and deleted by the outbox transaction that stores
-//! them. A transaction that took an id early but commits late is simply
-//! read by a later batch, so nothing is skipped (the "sequence gap" of
-//! polled outboxes), and a rolled-back change never becomes visible.
+//! are read in id order and deleted inside the outbox transaction that
+//! stores them (the batch's [`Ack::Consume`] step, defined here). A
+//! transaction that took an id early but commits late is simply read by a
+//! later batch, so nothing is skipped (the "sequence gap" of polled
+//! outboxes), and a rolled-back change never becomes visible.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,12 +19,16 @@ use tokio_postgres::{Client, Notification, Row as PgRow};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{Ack, Batch, Source, SourceError};
+use super::{Ack, Batch, Consume, Source, SourceError};
 use crate::catalog::{Catalog, Column, TableInfo};
 use crate::change::value::text_to_json;
 use crate::change::{Action, Position, Row, RowChange, TableRef};
 use crate::config::CaptureConfig;
 use crate::db;
+
+/// Consumes a batch's capture rows (`$1`: their ids) in the outbox
+/// transaction, so they are gone exactly when their events are stored.
+const DELETE_CAPTURED: &str = "DELETE FROM walhook.capture WHERE id = ANY($1)";
 
 /// Reads `walhook.capture`.
 pub struct TriggerSource {
@@ -36,6 +41,9 @@ pub struct TriggerSource {
 }
 
 impl TriggerSource {
+    /// Connects, listens for capture wake-ups and loads the catalog;
+    /// batches hold up to `config.batch_size` rows, and the table is read
+    /// every `config.poll_interval` even without a wake-up.
     pub async fn connect(
         database_url: &str,
         config: &CaptureConfig,
@@ -223,7 +231,8 @@ fn key_of(table: &TableInfo, row: Option<&Row>) -> Vec<Value> {
 }
 
 impl TriggerSource {
-    /// The next batch of captured changes, or `None` when none is waiting.
+    /// The next batch of captured changes, or `None` when none is waiting;
+    /// its ack deletes its capture rows in the outbox transaction.
     pub async fn waiting_batch(&mut self) -> Result<Option<Batch>, SourceError> {
         let rows = self.fetch().await?;
         if rows.is_empty() {
@@ -243,7 +252,10 @@ impl TriggerSource {
         debug!(changes = changes.len(), "captured batch");
         Ok(Some(Batch {
             changes,
-            ack: Ack::DeleteCaptured(ids),
+            ack: Ack::Consume(Consume {
+                statement: DELETE_CAPTURED,
+                keys: ids,
+            }),
             watermarks,
         }))
     }
@@ -270,8 +282,9 @@ impl Source for TriggerSource {
         }
     }
 
+    /// Nothing is left to do: the batch's [`Ack::Consume`] step deleted
+    /// its capture rows inside the outbox transaction that just committed.
     async fn committed(&mut self, _ack: &Ack) -> Result<(), SourceError> {
-        // The capture rows were deleted inside the outbox transaction.
         Ok(())
     }
 }

@@ -16,7 +16,6 @@ use tokio_postgres::config::Host;
 use tracing::{debug, info};
 
 use crate::db::{self, SslMode};
-use crate::source::SourceError;
 
 /// The output settings every value's text form depends on; the capture
 /// trigger pins the same ones, so both modes see identical text.
@@ -32,9 +31,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// An error the server sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerError {
+    /// The SQLSTATE, e.g. `42501`.
     pub code: String,
+    /// The primary message.
     pub message: String,
+    /// The server's detail line, if it sent one.
     pub detail: Option<String>,
+    /// The server's hint, if it sent one.
     pub hint: Option<String>,
 }
 
@@ -82,40 +85,33 @@ impl ServerError {
         self.code == "55006"
     }
 
+    /// The object (a slot being created) exists already.
     pub fn is_duplicate(&self) -> bool {
         self.code == "42710"
     }
 }
 
-#[derive(Debug)]
+/// Why a replication command or the stream failed. It knows nothing of
+/// the source above it: the source turns it into its own error, never the
+/// other way round.
+#[derive(Debug, thiserror::Error)]
 pub enum ConnError {
+    /// The server answered with an error.
+    #[error("the server refused: {0}")]
     Server(ServerError),
-    Source(SourceError),
-}
-
-impl From<SourceError> for ConnError {
-    fn from(error: SourceError) -> Self {
-        ConnError::Source(error)
-    }
-}
-
-impl From<std::io::Error> for ConnError {
-    fn from(error: std::io::Error) -> Self {
-        ConnError::Source(SourceError::Io(error))
-    }
-}
-
-impl From<ConnError> for SourceError {
-    fn from(error: ConnError) -> Self {
-        match error {
-            ConnError::Server(e) => SourceError::Protocol(format!("the server refused: {e}")),
-            ConnError::Source(e) => e,
-        }
-    }
+    /// The server sent something unexpected or unreadable.
+    #[error("{0}")]
+    Protocol(String),
+    /// The socket broke, or a step got no answer in time.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The database URL or its TLS settings are not usable.
+    #[error(transparent)]
+    Connect(#[from] db::DbError),
 }
 
 fn protocol(message: impl Into<String>) -> ConnError {
-    ConnError::Source(SourceError::Protocol(message.into()))
+    ConnError::Protocol(message.into())
 }
 
 enum Frame {
@@ -126,9 +122,13 @@ enum Frame {
 /// `IDENTIFY_SYSTEM`'s answer.
 #[derive(Debug, Clone)]
 pub struct SystemId {
+    /// The cluster's system identifier.
     pub system_id: String,
+    /// The current timeline.
     pub timeline: String,
+    /// The current WAL flush position.
     pub xlog_pos: String,
+    /// The database connected to.
     pub database: String,
 }
 
@@ -146,11 +146,10 @@ impl ReplicationConnection {
         url: &str,
         application_name: &str,
     ) -> Result<ReplicationConnection, ConnError> {
-        let settings =
-            db::Settings::for_role(url, "capture").map_err(|e| ConnError::Source(e.into()))?;
+        let settings = db::Settings::for_role(url, "capture")?;
         // The URL's own options (not the statement timeout ordinary
         // connections get), then the pinned ones, which must win.
-        let (config, tls) = db::parse_url_tls(url).map_err(|e| ConnError::Source(e.into()))?;
+        let (config, tls) = db::parse_url_tls(url)?;
         let options = match config.get_options() {
             Some(given) if !given.trim().is_empty() => format!("{given} {PINNED_OPTIONS}"),
             _ => PINNED_OPTIONS.to_owned(),
@@ -351,10 +350,10 @@ impl ReplicationConnection {
             self.read.reserve(8192);
             let n = self.stream.read_buf(&mut self.read).await?;
             if n == 0 {
-                return Err(ConnError::Source(SourceError::Io(std::io::Error::new(
+                return Err(ConnError::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the server closed the replication connection",
-                ))));
+                )));
             }
         }
     }
@@ -411,6 +410,8 @@ impl ReplicationConnection {
         Ok(Some(timeout).filter(|t| !t.is_zero()))
     }
 
+    /// `IDENTIFY_SYSTEM`: which cluster, timeline and database the
+    /// connection reached.
     pub async fn identify_system(&mut self) -> Result<SystemId, ConnError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
         let row = rows
@@ -549,9 +550,7 @@ async fn open(
                     "the server at {name}:{port} does not accept TLS, but sslmode requires it"
                 )));
             }
-            let config = tls
-                .client_config()
-                .map_err(|e| ConnError::Source(e.into()))?;
+            let config = tls.client_config()?;
             let server_name = rustls::pki_types::ServerName::try_from(name.clone())
                 .map_err(|e| protocol(format!("'{name}' is not a valid TLS server name: {e}")))?;
             let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
@@ -565,10 +564,12 @@ async fn open(
     }
 }
 
+/// `name` as an SQL identifier, always quoted.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `text` as an SQL string literal.
 pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }

@@ -14,7 +14,9 @@ use crate::change::{value, Row, TableRef};
 /// A table's shape as the stream last described it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelationInfo {
+    /// The table's oid and name.
     pub table: TableRef,
+    /// Its columns, in the order tuples carry them.
     pub columns: Vec<RelationColumn>,
     /// Positions (in `columns`) of the primary key columns, in key order;
     /// empty when the table has no primary key.

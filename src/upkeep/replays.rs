@@ -1,4 +1,4 @@
-//! Background upkeep: queues the rest of large replays chunk by chunk, one
+//! Replays queued chunk by chunk: the rest of a large replay is queued one
 //! transaction per chunk, so a replay of a long range never holds many rows
 //! locked nor delays delivery until all of it is queued. (Pruning history
 //! past its retention lives with delivery, in `deliver::prune`.) While the
@@ -16,7 +16,8 @@ use crate::db;
 /// Events one replay chunk goes through.
 const REPLAY_CHUNK: i32 = 5000;
 
-/// Runs until `stop` fires.
+/// Queues replays as they are asked for (woken by `walhook_replays`
+/// notifications, and every two seconds), until `stop` fires.
 pub async fn run(url: String, stop: CancellationToken) {
     let mut client: Option<Client> = None;
     let mut replay_wakeups = None;
