@@ -17,6 +17,13 @@ use crate::receipts::{start_receiver, Receipts};
 use crate::report::{print_table, Figure};
 use crate::SECRET;
 
+/// 1 once the relay's slot (named after the database) captures: active
+/// and consistent. A slot being created is listed, and active, before it
+/// has a confirmed position, while it waits for every transaction running
+/// in the cluster to end; what commits meanwhile is not in it.
+pub const SLOT_CAPTURING: &str = "SELECT count(*) FROM pg_replication_slots
+     WHERE slot_name = current_database() AND active AND confirmed_flush_lsn IS NOT NULL";
+
 pub struct Bench {
     pub options: Options,
     pub db_url: String,
@@ -76,11 +83,11 @@ impl Bench {
     /// Waits (at most 30 s) for a relay started in `mode` to capture.
     pub async fn wait_capturing(&self, mode: &str) -> anyhow::Result<()> {
         // The relay is capturing once it holds the capture lock (and, for
-        // replication, its slot is active).
+        // replication, its slot is active and consistent).
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = if mode == "replication" {
-                count(&self.client, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = current_database() AND active").await? > 0
+                count(&self.client, SLOT_CAPTURING).await? > 0
             } else {
                 count(&self.client, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'walhook trigger capture'").await? > 0
             };

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use tokio_postgres::Client;
 
-use crate::bench::Bench;
+use crate::bench::{Bench, SLOT_CAPTURING};
 use crate::database::{connect, count, url_with_database, wait_until};
 use crate::relay::RelayProcess;
 use crate::report::figure;
@@ -57,7 +57,7 @@ async fn fresh_burst_in(bench: &mut Bench, db_name: &str) -> anyhow::Result<()> 
         .await?;
     let relay = RelayProcess::start(&url, db_name, "replication")?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&client, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = current_database() AND active").await? == 0 {
+    while count(&client, SLOT_CAPTURING).await? == 0 {
         if Instant::now() > deadline {
             bail!("the relay did not start capturing within 30 s");
         }
