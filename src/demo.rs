@@ -8,12 +8,13 @@
 
 mod cleanup;
 pub mod postgres;
-mod receiver;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::{Method, StatusCode};
+use axum::response::IntoResponse;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -24,9 +25,9 @@ pub use postgres::{
     find_server_binaries, remove_leftovers, PostgresError, ServerBinaries, ThrowawayPostgres,
     INSTALL_HINT,
 };
-pub use receiver::{verify_hub_signature, verify_request, Received, VerifyError};
 
 use crate::config::{CaptureMode, Config, RetrySchedule};
+use crate::receiver::{self, Received, Receiver};
 use cleanup::{demo_slot, remove_what_the_demo_created, Existing};
 
 /// How the demo runs.
@@ -108,26 +109,52 @@ pub async fn receive(
     secret: String,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let receiver = receiver::Receiver::bind_to(listen)
+    let bound = Receiver::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     println!(
-        "Receiving at http://{}/hooks; each request's signatures are checked (401 when they do not hold).",
-        receiver.addr
+        "Receiving at {}; each request's signatures are checked (401 when they do not hold).",
+        bound.url()
     );
     let (sink, mut deliveries) = mpsc::unbounded_channel();
-    let server = receiver.serve(secret, sink, shutdown.clone());
+    let receiver = bound.serve(checking_receiver(secret, sink));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             Some(received) = deliveries.recv() => print_delivery(&received),
         }
     }
-    server
-        .await
-        .context("the receiver task failed")?
-        .context("the receiver stopped")?;
+    receiver.stop().await.context("the receiver stopped")?;
     Ok(())
+}
+
+/// The receiver of `walhook receive` and the demo: `POST /hooks` only (404
+/// elsewhere, 405 for another method), 200 when both signatures hold under
+/// `secret` and 401 otherwise; every such request goes to `sink`.
+fn checking_receiver(secret: String, sink: mpsc::UnboundedSender<Received>) -> receiver::Options {
+    fn is_hook(request: &Received) -> bool {
+        request.uri.path() == "/hooks"
+    }
+    receiver::Options::new()
+        .secret(secret)
+        .forget()
+        .respond(|request, _| {
+            let status = if !is_hook(request) {
+                StatusCode::NOT_FOUND
+            } else if request.method != Method::POST {
+                StatusCode::METHOD_NOT_ALLOWED
+            } else if request.verified() {
+                StatusCode::OK
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            status.into_response()
+        })
+        .observe(move |request| {
+            if is_hook(request) && request.method == Method::POST {
+                let _ = sink.send(request.clone());
+            }
+        })
 }
 
 /// The demo with every option, returning what it saw.
@@ -239,10 +266,10 @@ async fn demo(
         .execute("SELECT walhook.watch('public.orders')", &[])
         .await?;
 
-    let receiver = receiver::Receiver::bind()
+    let bound = Receiver::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .context("cannot start the demo receiver on 127.0.0.1")?;
-    let hook_url = receiver.url();
+    let hook_url = bound.url();
     let subscription: i64 = client
         .query_one(
             "SELECT walhook.subscribe($1, ARRAY['orders.*'], description => 'walhook demo receiver')",
@@ -266,10 +293,9 @@ async fn demo(
     println!("  console       {}", console_address(config.admin.listen));
     println!();
 
-    let stop_receiver = CancellationToken::new();
-    let _stop_receiver_on_exit = stop_receiver.clone().drop_guard();
     let (sink, mut deliveries) = mpsc::unbounded_channel();
-    let receiver_task = receiver.serve(secret, sink, stop_receiver.clone());
+    // Stops when dropped, on every way out.
+    let receiver = bound.serve(checking_receiver(secret, sink));
 
     let relay_stop = shutdown.child_token();
     let _stop_relay_on_exit = relay_stop.clone().drop_guard();
@@ -297,8 +323,7 @@ async fn demo(
             Ok(Ok(Ok(()))) => {}
         }
     }
-    stop_receiver.cancel();
-    let _ = receiver_task.await;
+    let _ = receiver.stop().await;
     if !own_database {
         if let Err(error) =
             remove_what_the_demo_created(&client, config, subscription, &before).await
@@ -531,12 +556,12 @@ async fn transactions_complete(
     let verified: Vec<&Received> = report.received.iter().filter(|r| r.verified()).collect();
     let mut txids: Vec<String> = verified
         .iter()
-        .filter_map(|r| r.event.get("txid").map(Value::to_string))
+        .filter_map(|r| r.json().get("txid").map(Value::to_string))
         .collect();
     txids.sort();
     txids.dedup();
-    let received: std::collections::HashSet<&str> =
-        verified.iter().map(|r| r.event_id.as_str()).collect();
+    let received: std::collections::HashSet<String> =
+        verified.iter().map(|r| r.webhook_id()).collect();
     let expected: i64 = client
         .query_one(
             "SELECT count(DISTINCT e.id) FROM walhook.deliveries d JOIN walhook.events e ON e.id = d.event_id
@@ -577,25 +602,25 @@ fn print_invitation(url: &str) {
 
 fn print_delivery(received: &Received) {
     let (mark, verdict) = match &received.verdict {
-        Ok(()) => ("✓", "signature verified".to_owned()),
-        Err(error) => ("✗", format!("REJECTED: {error}")),
+        Some(Ok(())) => ("✓", "signature verified".to_owned()),
+        Some(Err(error)) => ("✗", format!("REJECTED: {error}")),
+        None => ("?", "signature not checked".to_owned()),
     };
-    let attempt = if received.attempt > 1 {
-        format!(" (attempt {})", received.attempt)
-    } else {
-        String::new()
+    let attempt = match received.attempt() {
+        1 => String::new(),
+        n => format!(" (attempt {n})"),
     };
-    let actor = received
-        .event
+    let event = received.json();
+    let actor = event
         .get("actor")
         .and_then(Value::as_str)
         .map(|a| format!("  actor={a}"))
         .unwrap_or_default();
     println!(
         "{mark} {:<15} {}  {verdict}{attempt}  {}{actor}",
-        received.event_type,
-        received.event_id,
-        summary(&received.event)
+        received.event_type(),
+        received.webhook_id(),
+        summary(&event)
     );
 }
 

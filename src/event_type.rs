@@ -49,6 +49,16 @@ pub fn quote_part(name: &str) -> String {
 }
 
 /// The table part of an event type: `orders`, `audit.log`, `"audit.log"`.
+///
+/// ```
+/// use walhook::event_type::table_prefix;
+///
+/// assert_eq!(table_prefix("public", "orders"), "orders");
+/// assert_eq!(table_prefix("audit", "log"), "audit.log");
+/// // Quoted, so it cannot be mistaken for the table `log` of `audit`.
+/// assert_eq!(table_prefix("public", "audit.log"), r#""audit.log""#);
+/// assert_eq!(table_prefix("public", "Orders"), r#""Orders""#);
+/// ```
 pub fn table_prefix(schema: &str, table: &str) -> String {
     if schema == "public" {
         quote_part(table)
@@ -60,6 +70,19 @@ pub fn table_prefix(schema: &str, table: &str) -> String {
 /// Splits an event type or pattern into its parts; `None` when it is not
 /// well formed (an empty part, an unclosed quote, whitespace outside
 /// quotes, a quote inside an unquoted part).
+///
+/// ```
+/// use walhook::event_type::{split_parts, Part};
+///
+/// let name = |n: &str| Part::Name(n.to_owned());
+/// assert_eq!(
+///     split_parts(r#""audit.log".insert"#),
+///     Some(vec![name("audit.log"), name("insert")])
+/// );
+/// assert_eq!(split_parts("orders.*"), Some(vec![name("orders"), Part::Any]));
+/// assert_eq!(split_parts("orders..insert"), None, "an empty part");
+/// assert_eq!(split_parts(r#""orders.insert"#), None, "an unclosed quote");
+/// ```
 pub fn split_parts(text: &str) -> Option<Vec<Part>> {
     let mut parts = Vec::new();
     let mut rest = text;

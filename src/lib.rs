@@ -14,8 +14,8 @@
 //!
 //! - **foundation**: [backoff], [socket], [config], [metrics], [health], [event_type], [catalog], [change], [db], [pool], [migrate]
 //! - **pipeline**: [source], [route], [outbox], [deliver]
-//! - **services**: [backfill], [setup], upkeep, [status], [event_catalog], [inspect]
-//! - **edges**: [admin], [console], [healthcheck], receiver
+//! - **services**: [backfill], [setup], [upkeep], [status], [event_catalog], [inspect]
+//! - **edges**: [admin], [console], [healthcheck], [receiver]
 //! - **process**: [relay], [demo], main
 //!
 //! The foundation knows nothing of the pipeline: settings, connections,
@@ -33,6 +33,50 @@
 //! - A setting: the section's file in `src/config/` (see [`config`]).
 //! - A capture source: the contract in [`source`].
 //! - How a delivery is claimed, sent and recorded: [`deliver`].
+//!
+//! # Pure rules
+//!
+//! The rules a receiver and a subscriber meet are pure functions, usable
+//! on their own. A subscription pattern against event types:
+//!
+//! ```
+//! use walhook::route::Pattern;
+//!
+//! let pattern = Pattern::parse("orders.*");
+//! assert!(pattern.matches("orders.insert"));
+//! assert!(!pattern.matches("audit.orders.insert"), "orders of public only");
+//! assert!(Pattern::parse("*.delete").matches("audit.log.delete"));
+//! ```
+//!
+//! A retry schedule, as configured, and a subscription's own limit on it:
+//!
+//! ```
+//! use std::time::Duration;
+//! use walhook::config::RetrySchedule;
+//! use walhook::deliver::retry::Plan;
+//!
+//! let schedule: RetrySchedule = "0s,5s,5m".parse().unwrap();
+//! let plan = Plan::new(&schedule, None, None);
+//! assert_eq!(plan.after_failure(1), Some(Duration::from_secs(5)));
+//! assert_eq!(plan.after_failure(3), None, "three attempts, then dead");
+//! let longer = Plan::new(&schedule, None, Some(5));
+//! assert_eq!(longer.after_failure(4), Some(Duration::from_secs(300)), "the last delay repeats");
+//! assert!("0s,soon".parse::<RetrySchedule>().is_err());
+//! ```
+//!
+//! Signatures, as [`receiver`] checks them ([`deliver::sign`] makes them):
+//!
+//! ```
+//! use walhook::deliver::sign::{standard_signature, Secret};
+//!
+//! // The example of the Standard Webhooks specification.
+//! let secret = Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+//! let body = br#"{"test": 2432232314}"#;
+//! assert_eq!(
+//!     standard_signature(&secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
+//!     "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+//! );
+//! ```
 
 pub mod admin;
 pub mod backfill;
@@ -53,6 +97,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod outbox;
 pub mod pool;
+pub mod receiver;
 pub mod relay;
 pub mod route;
 pub mod setup;

@@ -1,20 +1,13 @@
-//! The demo's built-in receiver (also `walhook receive`): an HTTP server
-//! that checks
-//! each request's Standard Webhooks signature and its
-//! `x-hub-signature-256`, answers 200 when both hold (401 otherwise), and
-//! hands every request on for printing.
+//! Checking a request's signatures as a receiver does: the Standard
+//! Webhooks `webhook-signature` with the library of the specification
+//! (which also refuses timestamps more than five minutes off), and
+//! GitHub's `x-hub-signature-256`, the HMAC of the body keyed by the
+//! secret string.
 
-use std::net::SocketAddr;
-
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
-use serde_json::Value;
 use sha2::Sha256;
 use thiserror::Error;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// Why a request's signatures did not check out.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -31,28 +24,98 @@ pub enum VerifyError {
     HubMismatch,
 }
 
-/// Checks both signatures of one request, as a receiver would: the
-/// Standard Webhooks one over `id.timestamp.body` (with the library of the
-/// specification, which also refuses timestamps more than five minutes
-/// off) and the GitHub-style HMAC of the body keyed by the secret string.
-pub fn verify_request(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
-    let webhook = if secret.starts_with("whsec_") {
-        standardwebhooks::Webhook::new(secret).map_err(|e| VerifyError::Secret(e.to_string()))?
-    } else {
-        standardwebhooks::Webhook::from_bytes(secret.as_bytes().to_vec())
-            .map_err(|e| VerifyError::Secret(e.to_string()))?
-    };
-    webhook
-        .verify(body, headers)
-        .map_err(|e| VerifyError::Standard(e.to_string()))?;
-    let header = headers
-        .get("x-hub-signature-256")
-        .ok_or(VerifyError::HubMissing)?;
-    verify_hub_signature(secret, header.as_bytes(), body)
+/// One secret, prepared once for checking many requests.
+pub struct Verifier {
+    secret: String,
+    standard: Result<standardwebhooks::Webhook, VerifyError>,
 }
 
-/// `sha256=<hex HMAC-SHA256 of body>`, keyed by `secret` exactly as
-/// registered; compared in constant time.
+impl Verifier {
+    /// A `whsec_<base64>` secret keys the Standard Webhooks signature with
+    /// its decoded bytes, any other secret byte for byte (as walhook signs).
+    pub fn new(secret: impl Into<String>) -> Verifier {
+        let secret = secret.into();
+        let standard = if secret.starts_with("whsec_") {
+            standardwebhooks::Webhook::new(&secret)
+        } else {
+            standardwebhooks::Webhook::from_bytes(secret.as_bytes().to_vec())
+        }
+        .map_err(|e| VerifyError::Secret(e.to_string()));
+        Verifier { secret, standard }
+    }
+
+    /// Both signatures of one request: `Ok` only when each holds.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+        self.verify_standard(headers, body)?;
+        let header = headers
+            .get("x-hub-signature-256")
+            .ok_or(VerifyError::HubMissing)?;
+        verify_hub_signature(&self.secret, header.as_bytes(), body)
+    }
+
+    /// The Standard Webhooks signature alone (`webhook-id`,
+    /// `webhook-timestamp`, `webhook-signature`); one matching signature
+    /// among several (a rotation) is enough.
+    pub fn verify_standard(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+        let webhook = self.standard.as_ref().map_err(Clone::clone)?;
+        webhook
+            .verify(body, headers)
+            .map_err(|e| VerifyError::Standard(e.to_string()))
+    }
+}
+
+/// Checks both signatures of one request against `secret`; see
+/// [`Verifier::verify`].
+///
+/// ```
+/// use axum::http::{HeaderMap, HeaderValue};
+/// use walhook::deliver::sign::{hub_signature, webhook_signature_header, Secret};
+/// use walhook::receiver::{verify_request, VerifyError};
+///
+/// let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// let body = br#"{"type":"orders.insert"}"#;
+/// let now = chrono::Utc::now().timestamp();
+/// let signing = Secret::new(secret);
+/// let mut headers = HeaderMap::new();
+/// let mut set = |name: &'static str, value: String| {
+///     headers.insert(name, HeaderValue::from_str(&value).unwrap());
+/// };
+/// set("webhook-id", "evt_1".into());
+/// set("webhook-timestamp", now.to_string());
+/// set("webhook-signature", webhook_signature_header(&[&signing], "evt_1", now, body));
+/// set("x-hub-signature-256", hub_signature(&signing, body));
+///
+/// assert_eq!(verify_request(secret, &headers, body), Ok(()));
+/// assert!(matches!(
+///     verify_request(secret, &headers, b"{}"),
+///     Err(VerifyError::Standard(_))
+/// ));
+/// ```
+pub fn verify_request(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+    Verifier::new(secret).verify(headers, body)
+}
+
+/// Checks only the Standard Webhooks signature against `secret`; see
+/// [`Verifier::verify_standard`].
+pub fn verify_standard(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), VerifyError> {
+    Verifier::new(secret).verify_standard(headers, body)
+}
+
+/// `header` is `sha256=<hex HMAC-SHA256 of body>`, keyed by `secret`
+/// exactly as registered; compared in constant time.
+///
+/// ```
+/// use walhook::receiver::{verify_hub_signature, VerifyError};
+///
+/// // GitHub's documented example.
+/// let header = b"sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+/// let secret = "It's a Secret to Everybody";
+/// assert_eq!(verify_hub_signature(secret, header, b"Hello, World!"), Ok(()));
+/// assert_eq!(
+///     verify_hub_signature(secret, header, b"Hello, World?"),
+///     Err(VerifyError::HubMismatch)
+/// );
+/// ```
 pub fn verify_hub_signature(secret: &str, header: &[u8], body: &[u8]) -> Result<(), VerifyError> {
     let hex_part = header
         .strip_prefix(b"sha256=")
@@ -63,101 +126,6 @@ pub fn verify_hub_signature(secret: &str, header: &[u8], body: &[u8]) -> Result<
     mac.update(body);
     mac.verify_slice(&expected)
         .map_err(|_| VerifyError::HubMismatch)
-}
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub event_id: String,
-    pub event_type: String,
-    /// `walhook-attempt`: 1 for the first try.
-    pub attempt: u32,
-    pub verdict: Result<(), VerifyError>,
-    /// The body as JSON (`Null` when it is not JSON).
-    pub event: Value,
-}
-
-impl Received {
-    pub fn verified(&self) -> bool {
-        self.verdict.is_ok()
-    }
-}
-
-#[derive(Clone)]
-struct ReceiverState {
-    secret: String,
-    sink: mpsc::UnboundedSender<Received>,
-}
-
-/// The receiver, bound but not serving until [`Receiver::serve`] knows the
-/// secret (the subscription that generates it needs the URL first).
-pub struct Receiver {
-    listener: tokio::net::TcpListener,
-    pub addr: SocketAddr,
-}
-
-impl Receiver {
-    pub async fn bind() -> std::io::Result<Receiver> {
-        Receiver::bind_to(SocketAddr::from(([127, 0, 0, 1], 0))).await
-    }
-
-    /// Binds `addr`, e.g. `0.0.0.0:8080` for a receiver in a container.
-    pub async fn bind_to(addr: SocketAddr) -> std::io::Result<Receiver> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        Ok(Receiver { listener, addr })
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}/hooks", self.addr)
-    }
-
-    /// Serves until `stop` fires; every request goes to `sink`.
-    pub fn serve(
-        self,
-        secret: String,
-        sink: mpsc::UnboundedSender<Received>,
-        stop: CancellationToken,
-    ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-        let app = axum::Router::new()
-            .route("/hooks", axum::routing::post(handle))
-            .with_state(ReceiverState { secret, sink });
-        tokio::spawn(async move {
-            axum::serve(self.listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
-    }
-}
-
-async fn handle(State(state): State<ReceiverState>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let verdict = verify_request(&state.secret, &headers, &body);
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let status = if verdict.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNAUTHORIZED
-    };
-    let received = Received {
-        event_id: header("webhook-id"),
-        event_type: event
-            .get("type")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .unwrap_or_else(|| header("walhook-event")),
-        attempt: header("walhook-attempt").parse().unwrap_or(1),
-        verdict,
-        event,
-    };
-    let _ = state.sink.send(received);
-    status
 }
 
 #[cfg(test)]
@@ -253,7 +221,17 @@ mod tests {
             verify_request(secret, &no_hub, body.as_bytes()),
             Err(VerifyError::HubMissing)
         );
+        assert_eq!(verify_standard(secret, &no_hub, body.as_bytes()), Ok(()));
         let other = signed("whsec_dGhlIG90aGVyIHNlY3JldA==", body);
         assert!(verify_request(secret, &other, body.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn an_unusable_secret_is_named_not_a_mismatch() {
+        let verifier = Verifier::new("whsec_!!!not base64");
+        assert!(matches!(
+            verifier.verify_standard(&HeaderMap::new(), b""),
+            Err(VerifyError::Secret(_))
+        ));
     }
 }
