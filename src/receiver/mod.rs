@@ -49,8 +49,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct Received {
     pub method: Method,
+    /// The request target as sent: path and query.
     pub uri: Uri,
     pub headers: HeaderMap,
+    /// The body exactly as received (what the signatures cover).
     pub body: Bytes,
     /// When it arrived, before it was answered.
     pub at: Instant,
@@ -130,6 +132,7 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Checks nothing, keeps every request, answers 200.
     pub fn new() -> Options {
         Options {
             secrets: Vec::new(),
@@ -162,6 +165,7 @@ impl Options {
 
     /// Answers the `n`th request with the `n`th status of `statuses`, and
     /// every request after the list with 200: failures to inject first.
+    /// A number that is no HTTP status (outside 100..=999) answers 500.
     pub fn statuses(self, statuses: impl IntoIterator<Item = u16>) -> Options {
         let statuses: Vec<StatusCode> = statuses
             .into_iter()
@@ -253,6 +257,7 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// The address bound, with the port chosen when 0 was asked for.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -318,6 +323,7 @@ impl Receiver {
         Ok(bound.serve(options))
     }
 
+    /// The address it serves on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
