@@ -38,10 +38,7 @@ const ALLOWED_LONG_FILES: &[&str] = &[];
 
 /// Imports between sibling modules that close a cycle, as `(importing
 /// module, imported module)`: the edge that is going away.
-const ALLOWED_CYCLE_EDGES: &[(&str, &str)] = &[
-    // The console's queries format times with a helper of its pages.
-    ("console::queries", "console::pages"),
-];
+const ALLOWED_CYCLE_EDGES: &[(&str, &str)] = &[];
 
 /// Imports from a lower layer up, as `(importing top-level module, imported
 /// top-level module)`.

@@ -24,10 +24,7 @@ pub struct Frame<'a> {
     pub signed_in: bool,
 }
 
-/// `2026-12-02 06:05:08Z`.
-pub fn time(at: &DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%SZ").to_string()
-}
+pub use super::queries::time;
 
 fn rfc3339(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)

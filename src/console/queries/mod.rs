@@ -156,3 +156,9 @@ pub const PAGE_QUERIES: &[PageQuery] = &[
         sample_args: "",
     },
 ];
+
+/// `2026-12-02 06:05:08Z`: how the console writes a time, in pages and in
+/// the rows its queries prepare.
+pub fn time(at: &chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}

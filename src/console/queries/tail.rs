@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{Client, Row};
 
 use super::subscriptions::LATEST_ATTEMPT;
-use crate::console::pages::time;
+use super::time;
 
 pub const TAIL_RECENT: &str =
     "SELECT a.id, a.delivery_id, d.event_id, e.type, d.subscription_id, d.state,
