@@ -28,6 +28,7 @@ mod lease;
 mod prune;
 mod record;
 pub mod retry;
+pub mod shape;
 pub mod sign;
 mod statistics;
 mod worker;

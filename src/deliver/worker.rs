@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use super::http::{ContentType, Destination, Message, Sender};
 use super::record::{self, Finished, Item};
 use super::retry::Plan;
+use super::shape::{self, Headers};
 use super::sign::Secret;
 use super::{lease, prune, DeliverError, NOTIFY_CHANNEL};
 use crate::backoff::Backoff;
@@ -45,6 +46,7 @@ pub(super) struct Target {
     secret: Secret,
     previous_secret: Option<Secret>,
     content_type: ContentType,
+    headers: Headers,
     pub plan: Plan,
     batch_size: usize,
     max_per_second: Option<f64>,
@@ -452,7 +454,7 @@ impl Engine {
                     attempt,
                     event_id,
                     event_type: event.get("type"),
-                    payload: event.get("payload"),
+                    payload: shape::payload(row, event),
                     event_created_at: event.get("created_at"),
                     target: target.clone(),
                 })
@@ -489,6 +491,7 @@ impl Engine {
                 .get::<_, Option<String>>("previous_secret")
                 .map(Secret::new),
             content_type: ContentType::from_db(&content_type),
+            headers: Headers::from_row(row),
             plan: Plan::new(&self.config.retry_schedule, schedule, max_attempts),
             batch_size: usize::try_from(batch_size).unwrap_or(1).max(1),
             max_per_second: row
@@ -743,6 +746,7 @@ async fn send(
         subscription_id: job.target.id,
         attempt: job.attempt(),
         content_type: job.target.content_type,
+        headers: &job.target.headers,
         json: body.as_bytes(),
         secrets: &secrets,
     };
@@ -897,7 +901,7 @@ SET state = 'in_flight',
 -- An array of ids, not a join: an index lookup per claimed delivery,
 -- whatever the planner expects of the chosen rows, and cheap to plan.
 WHERE d.id = ANY (ARRAY(SELECT id FROM chosen))
-RETURNING d.id, d.attempts, d.event_id, d.subscription_id,
+RETURNING d.id, d.attempts, d.event_id, d.subscription_id, d.body,
           (SELECT count(*) FROM chosen WHERE taken_over) AS taken_over";
 
 /// The events of claimed deliveries. A primary-key lookup per event, in a
@@ -919,7 +923,7 @@ SELECT s.id AS subscription_id, s.url, s.secret,
        s.content_type, s.max_attempts,
        (SELECT array_agg(extract(epoch FROM x)::float8 ORDER BY i)
         FROM unnest(s.retry_schedule) WITH ORDINALITY AS u(x, i)) AS retry_schedule,
-       s.batch_size, s.max_per_second, s.max_in_flight
+       s.batch_size, s.max_per_second, s.max_in_flight, s.headers
 FROM walhook.subscriptions s WHERE s.id = ANY ($1::bigint[])";
 
 /// How long a claim waits for more requests to end.
