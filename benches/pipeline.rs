@@ -38,6 +38,9 @@ use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 use walhook::source::Source;
 
+#[path = "pipeline/filtered.rs"]
+mod filtered;
+
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// walhook's default per-subscription concurrency; the delivery limit is
 /// measured at the same.
@@ -1235,6 +1238,9 @@ fn main() -> anyhow::Result<()> {
             }
             if run("fresh-burst") {
                 bench.fresh_burst().await?;
+            }
+            if run("filtered") {
+                bench.filtered().await?;
             }
             bench.report()
         }
