@@ -356,6 +356,12 @@ BEGIN
                      AND s.columns IS NULL AND s.when_changed IS NULL) THEN
         RETURN NULL;
     END IF;
+    -- Changes of a table dropped since they were made cannot be read as
+    -- its rows: a subscription with options gets none of them.
+    IF NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = rel) THEN
+        RETURN 'SELECT r.walhook_n AS n, NULL::text AS row_key, NULL::text AS body
+                FROM unnest($1::jsonb[]) WITH ORDINALITY AS r(walhook_e, walhook_n) WHERE false';
+    END IF;
     RETURN walhook.options_statement(rel::regclass, s.filter, s.body, s.order_key, s.columns, s.when_changed);
 END $$;
 
@@ -744,8 +750,14 @@ END $$;
 -- table); options that no longer fit a table disable the subscription with
 -- the reason, as routing does. Events that are not row changes
 -- (walhook.ping) are added as they are.
+--
+-- It now runs as its caller, the relay: a filter or body is SQL that
+-- walhook_admin wrote, and must run with the relay's privileges, as when
+-- it routes, never with those of walhook's owner. walhook.replay (which
+-- runs as the owner) therefore queues the first chunk itself only for a
+-- subscription without options; a relay queues the others.
 CREATE OR REPLACE FUNCTION walhook.replay_chunk(replay_id bigint, chunk integer DEFAULT 5000) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on AS $$
+LANGUAGE plpgsql SECURITY INVOKER SET search_path = pg_catalog, pg_temp SET standard_conforming_strings = on AS $$
 DECLARE
     job walhook.replays;
     sub walhook.subscriptions;
@@ -854,6 +866,37 @@ BEGIN
     WHERE r.id = replay_id;
     PERFORM pg_notify('walhook_deliveries', '');
     RETURN seen;
+END $$;
+
+CREATE OR REPLACE FUNCTION walhook.replay(subscription_id bigint, since timestamptz,
+                                          until timestamptz DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    sub walhook.subscriptions;
+    job bigint;
+    matching bigint;
+BEGIN
+    PERFORM walhook.require_subscription(replay.subscription_id, 'walhook.replay');
+    IF since IS NULL THEN
+        RAISE EXCEPTION 'walhook.replay: since must be a time'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'e.g. walhook.replay(1, since => now() - interval ''1 hour'').';
+    END IF;
+    SELECT * INTO sub FROM walhook.subscriptions s WHERE s.id = replay.subscription_id;
+    INSERT INTO walhook.replays (subscription_id, since, until)
+    VALUES (replay.subscription_id, since, coalesce(until, now()))
+    RETURNING id INTO job;
+    SELECT count(*) INTO matching FROM walhook.events e
+    WHERE e.created_at >= since AND e.created_at < coalesce(until, now())
+      AND (walhook.event_matches(e.type, sub.events)
+           OR EXISTS (SELECT 1 FROM walhook.deliveries d
+                      WHERE d.event_id = e.id AND d.subscription_id = replay.subscription_id));
+    IF sub.filter IS NULL AND sub.body IS NULL AND sub.order_key IS NULL
+       AND sub.columns IS NULL AND sub.when_changed IS NULL THEN
+        PERFORM walhook.replay_chunk(job, 5000);
+    END IF;
+    PERFORM pg_notify('walhook_replays', job::text);
+    RETURN matching;
 END $$;
 
 ------------------------------------------------------------------------

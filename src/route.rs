@@ -161,6 +161,8 @@ pub struct Router {
     shaped: HashSet<i64>,
     /// Per subscription and table, the statement of its options.
     statements: HashMap<(i64, u32), options::Cached>,
+    /// Calls of [`Router::route_in`] so far.
+    calls: u64,
 }
 
 impl Router {

@@ -275,6 +275,14 @@ async fn replays_and_backfills_apply_the_filter() {
         .expect("replay")
         .get(0);
     assert_eq!(queued, 7, "the count is of the events the patterns match");
+    let added = common::wait_for_count(
+        &client,
+        &format!("SELECT count(*) FROM walhook.replays WHERE subscription_id = {late} AND done_at IS NOT NULL"),
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(added, 1, "a relay queued the replay");
     assert_eq!(deliveries_of(&client, late).await, 3);
     receiver.wait_for(3, WAIT).await;
     assert_eq!(

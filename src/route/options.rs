@@ -39,6 +39,8 @@ pub(super) struct Cached {
     name: String,
     /// The row's columns, when a change with a full row was at hand.
     columns: Option<Vec<String>>,
+    /// The [`Router::route_in`] call that made it.
+    made_in: u64,
 }
 
 impl Cached {
@@ -194,6 +196,7 @@ enum Failure {
     /// A subscription's options failed on a table.
     Options {
         subscription_id: i64,
+        relid: u32,
         table: String,
         error: tokio_postgres::Error,
     },
@@ -213,6 +216,7 @@ impl Router {
         changes: &[RowChange],
         only: Option<i64>,
     ) -> Result<Routed, tokio_postgres::Error> {
+        self.calls += 1;
         let mut failed = HashSet::new();
         loop {
             let (mut routed, mut candidates) = self.split(changes, only);
@@ -228,9 +232,21 @@ impl Router {
                 Err(Failure::Db(error)) => return Err(error),
                 Err(Failure::Options {
                     subscription_id,
+                    relid,
                     table,
                     error,
                 }) => {
+                    // A statement made before its table was renamed or
+                    // dropped fails as if its options did: made again, once.
+                    let key = (subscription_id, relid);
+                    if self
+                        .statements
+                        .get(&key)
+                        .is_some_and(|c| c.made_in < self.calls)
+                    {
+                        self.statements.remove(&key);
+                        continue;
+                    }
                     disable(client, subscription_id, &table, &error).await?;
                     failed.insert(subscription_id);
                     self.refresh(client).await?;
@@ -325,6 +341,7 @@ impl Router {
                         schema: change.table.schema.clone(),
                         name: change.table.name.clone(),
                         columns,
+                        made_in: self.calls,
                     },
                 );
             }
@@ -431,6 +448,7 @@ fn first_failure<T>(
                 let table = &changes[g.events[0]].table;
                 return Err(Failure::Options {
                     subscription_id: g.subscription_id,
+                    relid: g.relid,
                     table: format!(
                         "{}.{}",
                         crate::event_type::quote_part(&table.schema),
@@ -546,6 +564,7 @@ mod tests {
             schema: "public".into(),
             name: "t1".into(),
             columns: Some(vec!["id".into(), "status".into()]),
+            made_in: 1,
         };
         assert!(cached.fits(&change(1, &["id", "status"])));
         assert!(!cached.fits(&change(1, &["id", "status", "added"])));
