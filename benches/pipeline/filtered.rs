@@ -31,40 +31,38 @@ impl Bench {
     /// up on.
     pub(crate) async fn filtered(&mut self) -> anyhow::Result<()> {
         let changes = (self.options.changes / 6).max(1_000);
+        // Watched before the slot exists, so the slot sees the publication;
+        // two statements, since a slot cannot be made in a transaction that
+        // wrote.
+        self.client
+            .batch_execute("SELECT walhook.set_capture_mode('replication')")
+            .await?;
+        create_table(&self.client, "filter_one_rows").await?;
+        self.client
+            .execute("SELECT walhook.watch('filter_one_rows')", &[])
+            .await?;
         self.client
             .batch_execute(
-                "SELECT walhook.set_capture_mode('replication');
-                 SELECT pg_create_logical_replication_slot(current_database(), 'pgoutput')
-                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = current_database());",
+                "SELECT pg_create_logical_replication_slot(current_database(), 'pgoutput')
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = current_database())",
             )
             .await?;
         // The reference: the benchmark's own subscription (`*`) alone.
         let single = self
             .filtered_run("filter_one_rows", changes, 3_000_000_000)
             .await?;
-        let url = format!("http://{}/hooks", self.receiver);
-        let mut added = Vec::new();
-        create_table(&self.client, "filter_ten_rows").await?;
-        self.client
-            .execute("SELECT walhook.watch('filter_ten_rows')", &[])
+        // The same ten subscriptions with no filter: what the filters
+        // themselves cost in routing.
+        let plain = self
+            .ten_subscriptions("filter_plain_rows", &[None; 5], changes, 4_000_000_000)
             .await?;
-        for _ in 0..4 {
-            added.push(self.subscribe_to_ten(&url, None).await?);
-        }
-        for filter in FILTERS {
-            added.push(self.subscribe_to_ten(&url, Some(filter)).await?);
-        }
+        let filtered = FILTERS.map(Some);
         let ten = self
-            .filtered_run("filter_ten_rows", changes, 4_000_000_000)
-            .await;
-        for id in added {
-            self.client
-                .execute("SELECT walhook.unsubscribe($1)", &[&id])
-                .await?;
-        }
-        let ten = ten?;
+            .ten_subscriptions("filter_ten_rows", &filtered, changes, 5_000_000_000)
+            .await?;
         for (name, run) in [
             ("1 subscription", &single),
+            ("10 subscriptions, none filtered", &plain),
             ("10 subscriptions, 5 filtered", &ten),
         ] {
             println!(
@@ -88,15 +86,57 @@ impl Bench {
             )
             .against("1 subscription, no filter", single.routed),
         );
+        self.figures.push(
+            figure(
+                "changes routed, 10 subs (5 filtered)",
+                ten.routed,
+                "changes/s",
+            )
+            .against("10 subs, none filtered", plain.routed),
+        );
         Ok(())
     }
 
-    async fn subscribe_to_ten(&self, url: &str, filter: Option<&str>) -> anyhow::Result<i64> {
+    /// A run on `table` with ten subscriptions: the benchmark's own (`*`),
+    /// four more without options and five with `filters`; they are
+    /// removed again afterwards.
+    async fn ten_subscriptions(
+        &self,
+        table: &str,
+        filters: &[Option<&str>; 5],
+        changes: usize,
+        first_seq: i64,
+    ) -> anyhow::Result<Run> {
+        let url = format!("http://{}/hooks", self.receiver);
+        create_table(&self.client, table).await?;
+        self.client
+            .execute("SELECT walhook.watch($1)", &[&table])
+            .await?;
+        let mut added = Vec::new();
+        for filter in [None; 4].iter().chain(filters) {
+            added.push(self.subscribe_to(table, &url, *filter).await?);
+        }
+        let run = self.filtered_run(table, changes, first_seq).await;
+        for id in added {
+            self.client
+                .execute("SELECT walhook.unsubscribe($1)", &[&id])
+                .await?;
+        }
+        run
+    }
+
+    async fn subscribe_to(
+        &self,
+        table: &str,
+        url: &str,
+        filter: Option<&str>,
+    ) -> anyhow::Result<i64> {
+        let patterns = vec![format!("{table}.*")];
         Ok(self
             .client
             .query_one(
-                "SELECT walhook.subscribe($1, ARRAY['filter_ten_rows.*'], secret => $2, filter => $3)",
-                &[&url, &SECRET, &filter],
+                "SELECT walhook.subscribe($1, $2, secret => $3, filter => $4)",
+                &[&url, &patterns, &SECRET, &filter],
             )
             .await?
             .get(0))
