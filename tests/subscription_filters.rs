@@ -544,6 +544,17 @@ async fn options_are_checked_and_altered_with_a_clear_convention() {
         let text = failure_of(&client, &call).await;
         assert!(text.contains(message), "{call}: {text}");
     }
+    // Changes of a table dropped since cannot be read as its rows: the
+    // relay's statement for it sends none, rather than failing.
+    let gone: String = client
+        .query_one(
+            "SELECT walhook.subscription_statement($1, 4000000000::oid)",
+            &[&id],
+        )
+        .await
+        .expect("statement")
+        .get(0);
+    assert!(gone.trim_end().ends_with("WHERE false"), "{gone}");
     // Calls written before the options existed keep working.
     client
         .execute(
