@@ -372,12 +372,24 @@ async fn replication_mode_cuts_columns_and_sends_only_wanted_changes_with_toast(
     columns_and_when_changed_with_toast(CaptureMode::Replication).await;
 }
 
+/// The walhook binary, without the test run's own `WALHOOK_*` variables
+/// (walhook refuses ones it does not know).
+fn walhook() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_walhook"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("WALHOOK_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// `walhook run` as a process of its own, its debug log kept in `log`.
 fn spawn_relay(url: &str, mode: CaptureMode, log: &std::path::Path) -> Child {
     let slot = common::slot_for(url);
     let config = std::env::temp_dir().join(format!("walhook-headers-{slot}.toml"));
     std::fs::write(&config, format!("[capture]\nslot = \"{slot}\"\n")).expect("config");
-    Command::new(env!("CARGO_BIN_EXE_walhook"))
+    walhook()
         .args([
             "run",
             "--mode",
@@ -392,7 +404,6 @@ fn spawn_relay(url: &str, mode: CaptureMode, log: &std::path::Path) -> Child {
         .arg(&config)
         .env("DATABASE_URL", url)
         .env("WALHOOK_LOG", "walhook=debug")
-        .env_remove("WALHOOK_CONFIG")
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).expect("log file"))
@@ -401,10 +412,9 @@ fn spawn_relay(url: &str, mode: CaptureMode, log: &std::path::Path) -> Child {
 }
 
 fn cli_output(url: &str, args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_walhook"))
+    let output = walhook()
         .args(args)
         .env("DATABASE_URL", url)
-        .env_remove("WALHOOK_CONFIG")
         .current_dir(std::env::temp_dir())
         .output()
         .expect("walhook runs");
