@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_console.sql"),
     migration!(11, "0011_backfill_and_event_catalog.sql"),
     migration!(12, "0012_outbox_statistics.sql"),
+    migration!(13, "0013_subscription_options.sql"),
     migration!(14, "0014_excluded_columns.sql"),
     migration!(15, "0015_backfill_priority.sql"),
 ];

@@ -20,7 +20,7 @@ use tracing::debug;
 
 use crate::change::{format_lsn, RowChange};
 use crate::db::Statements;
-use crate::route::{Routed, Router};
+use crate::route::{Routed, Router, ShapedInsert};
 use crate::source::{Ack, Batch, Consume};
 
 /// Why a batch could not be written.
@@ -94,14 +94,19 @@ impl Outbox {
         let statements = &mut self.statements;
         let tx = self.client.transaction().await?;
         self.router.refresh(&tx).await?;
-        let routed = self.router.route(&batch.changes);
-        let (insert_events, insert_deliveries) = match inserts {
-            Inserts::Plain => (INSERT_EVENTS, INSERT_DELIVERIES),
-            Inserts::SkippingExisting => (INSERT_NEW_EVENTS, INSERT_NEW_DELIVERIES),
+        let routed = self.router.route_in(&tx, &batch.changes, None).await?;
+        let (insert_events, insert_deliveries, insert_shaped) = match inserts {
+            Inserts::Plain => (INSERT_EVENTS, INSERT_DELIVERIES, ShapedInsert::Plain),
+            Inserts::SkippingExisting => (
+                INSERT_NEW_EVENTS,
+                INSERT_NEW_DELIVERIES,
+                ShapedInsert::SkippingExisting,
+            ),
         };
         let prepared = Prepared {
             insert_events: statements.get(&tx, insert_events).await?,
             insert_deliveries: statements.get(&tx, insert_deliveries).await?,
+            insert_shaped: statements.get(&tx, insert_shaped.sql()).await?,
             notify: statements.get(&tx, NOTIFY).await?,
         };
         let consume_step = match &batch.ack {
@@ -120,7 +125,7 @@ impl Outbox {
         };
         let notify = async {
             // Wakes relays in other processes; this one is woken directly.
-            if routed.deliveries.is_empty() {
+            if !routed.has_deliveries() {
                 Ok(())
             } else {
                 tx.execute(&prepared.notify, &[]).await.map(|_| ())
@@ -162,15 +167,11 @@ impl Outbox {
             return Ok(None);
         }
         self.router.refresh(&tx).await?;
-        let mut routed = self.router.route(changes);
-        if let Some(subscription) = only {
-            routed.deliveries = (0..routed.events.len())
-                .map(|i| (i, subscription))
-                .collect();
-        }
+        let routed = self.router.route_in(&tx, changes, only).await?;
         let prepared = Prepared {
             insert_events: statements.get(&tx, INSERT_NEW_EVENTS).await?,
             insert_deliveries: statements.get(&tx, INSERT_READ_DELIVERIES).await?,
+            insert_shaped: statements.get(&tx, ShapedInsert::Reads.sql()).await?,
             notify: statements.get(&tx, NOTIFY).await?,
         };
         let written = insert_routed(&tx, &prepared, &routed).await?;
@@ -253,6 +254,8 @@ const INSERT_NEW_DELIVERIES: &str = concat!(
 struct Prepared {
     insert_events: Statement,
     insert_deliveries: Statement,
+    /// Deliveries shaped by their subscription's options.
+    insert_shaped: Statement,
     notify: Statement,
 }
 
@@ -281,10 +284,12 @@ async fn insert_routed(
     let event_params: [&(dyn ToSql + Sync); 6] =
         [&ids, &types, &payloads, &row_keys, &txids, &lsns];
     let events = tx.execute(&prepared.insert_events, &event_params);
+    let shaped = crate::route::insert_shaped(tx, &prepared.insert_shaped, routed);
     if routed.deliveries.is_empty() {
+        let (events, shaped) = tokio::join!(events, shaped);
         return Ok(Written {
-            events: events.await?,
-            deliveries: 0,
+            events: events?,
+            deliveries: shaped?,
         });
     }
     let event_ids: Vec<&str> = routed
@@ -301,9 +306,9 @@ async fn insert_routed(
     let delivery_params: [&(dyn ToSql + Sync); 3] = [&event_ids, &subscription_ids, &delivery_keys];
     let deliveries = tx.execute(&prepared.insert_deliveries, &delivery_params);
     // In statement order, as in `Outbox::write_with`.
-    let (events, deliveries) = tokio::join!(events, deliveries);
+    let (events, deliveries, shaped) = tokio::join!(events, deliveries, shaped);
     Ok(Written {
         events: events?,
-        deliveries: deliveries?,
+        deliveries: deliveries? + shaped?,
     })
 }

@@ -4,8 +4,19 @@
 //! `walhook.settings.subscriptions_version` moves (checked inside every
 //! outbox transaction), so a subscription is in force for every change
 //! committed after it.
+//!
+//! A subscription with options (filter, body, order_key, columns,
+//! when_changed) is routed by [`options`]: Postgres decides, in the outbox
+//! transaction, which of its changes it gets and how they look. The others
+//! are matched by pattern alone, here, as before.
+
+mod options;
+
+use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::GenericClient;
+
+pub use options::{insert_shaped, ShapedInsert};
 
 use crate::change::{Event, RowChange};
 use crate::event_type::{self, Part};
@@ -92,6 +103,8 @@ impl Pattern {
 pub struct Route {
     pub subscription_id: i64,
     pub patterns: Vec<Pattern>,
+    /// It has options: its changes go through [`options`].
+    pub shaped: bool,
 }
 
 impl Route {
@@ -115,6 +128,27 @@ pub struct Routed {
     pub events: Vec<Event>,
     /// `(index into events, subscription id)`, in commit order.
     pub deliveries: Vec<(usize, i64)>,
+    /// Deliveries to subscriptions with options, in commit order.
+    pub shaped: Vec<Shaped>,
+}
+
+impl Routed {
+    /// Is there any delivery to write?
+    pub fn has_deliveries(&self) -> bool {
+        !self.deliveries.is_empty() || !self.shaped.is_empty()
+    }
+}
+
+/// A delivery as a subscription's options made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shaped {
+    /// Index into [`Routed::events`].
+    pub event: usize,
+    pub subscription_id: i64,
+    /// The order key (`order_key`), `None` for the event's own.
+    pub row_key: Option<String>,
+    /// The request body (`body`, `columns`), `None` for the event itself.
+    pub body: Option<String>,
 }
 
 /// The in-memory routing table.
@@ -122,13 +156,25 @@ pub struct Routed {
 pub struct Router {
     routes: Vec<Route>,
     version: Option<i64>,
+    /// Every subscription with options, routed or not (a backfill may
+    /// name one that is paused or disabled).
+    shaped: HashSet<i64>,
+    /// Per subscription and table, the statement of its options.
+    statements: HashMap<(i64, u32), options::Cached>,
+    /// Calls of [`Router::route_in`] so far.
+    calls: u64,
 }
 
 impl Router {
     pub fn with_routes(routes: Vec<Route>) -> Router {
         Router {
+            shaped: routes
+                .iter()
+                .filter(|r| r.shaped)
+                .map(|r| r.subscription_id)
+                .collect(),
             routes,
-            version: None,
+            ..Router::default()
         }
     }
 
@@ -153,21 +199,32 @@ impl Router {
         // ones disabled for failing do not (walhook.replay recovers them).
         let rows = client
             .query(
-                "SELECT id, events FROM walhook.subscriptions
-                 WHERE active OR disabled_reason = 'paused' ORDER BY id",
+                "SELECT id, events, active OR disabled_reason = 'paused',
+                        filter IS NOT NULL OR body IS NOT NULL OR order_key IS NOT NULL
+                        OR columns IS NOT NULL OR when_changed IS NOT NULL
+                 FROM walhook.subscriptions ORDER BY id",
                 &[],
             )
             .await?;
+        self.shaped = rows
+            .iter()
+            .filter(|row| row.get::<_, bool>(3))
+            .map(|row| row.get(0))
+            .collect();
         self.routes = rows
             .into_iter()
+            .filter(|row| row.get::<_, bool>(2))
             .map(|row| {
                 let patterns: Vec<String> = row.get(1);
                 Route {
                     subscription_id: row.get(0),
                     patterns: patterns.iter().map(|p| Pattern::parse(p)).collect(),
+                    shaped: row.get(3),
                 }
             })
             .collect();
+        // Options may have changed: their statements are made again.
+        self.statements.clear();
         self.version = Some(version);
         tracing::debug!(
             subscriptions = self.routes.len(),
@@ -177,29 +234,101 @@ impl Router {
         Ok(())
     }
 
-    /// Every change becomes an event; each matching subscription gets a delivery.
+    /// Every change becomes an event; each matching subscription without
+    /// options gets a delivery. Subscriptions with options are left out:
+    /// [`Router::route_in`] routes them too.
     pub fn route(&self, changes: &[RowChange]) -> Routed {
+        self.split(changes, None).0
+    }
+
+    /// [`Router::route`], and the `(event, subscription)` pairs that
+    /// options decide, in commit order. With `only`, every change goes to
+    /// that subscription alone, whatever its patterns.
+    fn split(&self, changes: &[RowChange], only: Option<i64>) -> (Routed, Vec<(usize, i64)>) {
         let mut routed = Routed {
             events: Vec::with_capacity(changes.len()),
-            deliveries: Vec::new(),
+            ..Routed::default()
         };
+        let mut candidates = Vec::new();
         for change in changes {
             let event = change.to_event();
             let index = routed.events.len();
-            for route in &self.routes {
-                if route.wants_change(change) {
-                    routed.deliveries.push((index, route.subscription_id));
+            let mut add = |subscription_id: i64| {
+                if self.shaped.contains(&subscription_id) {
+                    candidates.push((index, subscription_id));
+                } else {
+                    routed.deliveries.push((index, subscription_id));
                 }
+            };
+            match only {
+                Some(subscription_id) => add(subscription_id),
+                None => self
+                    .routes
+                    .iter()
+                    .filter(|route| route.wants_change(change))
+                    .for_each(|route| add(route.subscription_id)),
             }
             routed.events.push(event);
         }
-        routed
+        (routed, candidates)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route(id: i64, pattern: &str, shaped: bool) -> Route {
+        Route {
+            subscription_id: id,
+            patterns: vec![Pattern::parse(pattern)],
+            shaped,
+        }
+    }
+
+    fn change(table: &str) -> RowChange {
+        RowChange {
+            table: crate::change::TableRef {
+                relid: 1,
+                schema: "public".into(),
+                name: table.into(),
+            },
+            action: crate::change::Action::Insert,
+            record: Some(serde_json::Map::new()),
+            old_record: None,
+            key: vec![serde_json::json!(1)],
+            actor: None,
+            txid: 1,
+            commit_lsn: None,
+            committed_at: chrono::DateTime::default(),
+            position: crate::change::Position::Capture { id: 1 },
+        }
+    }
+
+    #[test]
+    fn subscriptions_with_options_are_left_to_postgres() {
+        let router = Router::with_routes(vec![
+            route(1, "orders.*", false),
+            route(2, "orders.*", true),
+            route(3, "customers.*", true),
+        ]);
+        let (routed, candidates) = router.split(&[change("orders"), change("customers")], None);
+        assert_eq!(routed.events.len(), 2);
+        assert_eq!(routed.deliveries, vec![(0, 1)]);
+        assert_eq!(candidates, vec![(0, 2), (1, 3)]);
+        assert_eq!(router.route(&[change("orders")]).deliveries, vec![(0, 1)]);
+    }
+
+    #[test]
+    fn only_sends_every_change_to_one_subscription() {
+        let router = Router::with_routes(vec![route(1, "orders.*", false), route(2, "x.*", true)]);
+        let (routed, candidates) = router.split(&[change("orders"), change("other")], Some(2));
+        assert!(routed.deliveries.is_empty());
+        assert_eq!(candidates, vec![(0, 2), (1, 2)]);
+        let (routed, candidates) = router.split(&[change("other")], Some(9));
+        assert_eq!(routed.deliveries, vec![(0, 9)]);
+        assert!(candidates.is_empty());
+    }
 
     fn matches(pattern: &str, event_type: &str) -> bool {
         Pattern::parse(pattern).matches(event_type)

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use super::connection::{connect, reconnect, CLAIM_ROLE};
 use super::error::DeliverError;
 use super::limits::Limits;
+use super::shape;
 use super::target::{Target, TARGETS_OF};
 use crate::config::DeliveryConfig;
 use crate::db::Statements;
@@ -107,7 +108,7 @@ SET state = 'in_flight',
 -- An array of ids, not a join: an index lookup per claimed delivery,
 -- whatever the planner expects of the chosen rows, and cheap to plan.
 WHERE d.id = ANY (ARRAY(SELECT id FROM chosen))
-RETURNING d.id, d.attempts, d.event_id, d.subscription_id,
+RETURNING d.id, d.attempts, d.event_id, d.subscription_id, d.body,
           (SELECT count(*) FROM chosen WHERE taken_over) AS taken_over";
 
 /// The events of claimed deliveries. A primary-key lookup per event, in a
@@ -448,7 +449,7 @@ fn claimed_from(
         attempt: row.get("attempts"),
         event_id,
         event_type: event.get("type"),
-        payload: event.get("payload"),
+        payload: shape::payload(row, event),
         event_created_at: event.get("created_at"),
         target: target.clone(),
     })

@@ -90,6 +90,8 @@ pub struct Message<'a> {
     pub subscription_id: i64,
     pub attempt: u32,
     pub content_type: ContentType,
+    /// The subscription's extra headers.
+    pub headers: &'a super::shape::Headers,
     /// The JSON document (an event, or an array of them).
     pub json: &'a [u8],
     /// The current secret first, then any still-valid previous one.
@@ -217,6 +219,7 @@ impl Sender {
         let body = message.content_type.encode(message.json);
         let timestamp = chrono::Utc::now().timestamp();
         let mut headers = HeaderMap::new();
+        message.headers.apply(&mut headers);
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static(message.content_type.header()),

@@ -42,6 +42,7 @@ mod prune;
 mod record;
 mod request;
 pub mod retry;
+pub mod shape;
 pub mod sign;
 mod state;
 mod statistics;

@@ -130,6 +130,7 @@ impl Request {
             subscription_id: self.target.id,
             attempt: self.attempt(),
             content_type: self.target.content_type,
+            headers: &self.target.headers,
             json: body.as_bytes(),
             secrets: &secrets,
         };
@@ -312,6 +313,7 @@ mod tests {
             secret: Secret::new("whsec_dGVzdA=="),
             previous_secret: None,
             content_type: ContentType::Json,
+            headers: Default::default(),
             plan: Plan::new(&schedule, None, None),
             batch_size,
             max_per_second: None,

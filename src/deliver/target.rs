@@ -9,6 +9,7 @@ use tokio_postgres::Row;
 
 use super::http::{ContentType, Destination};
 use super::retry::Plan;
+use super::shape::Headers;
 use super::sign::Secret;
 use crate::config::DeliveryConfig;
 
@@ -23,6 +24,8 @@ pub(super) struct Target {
     /// The secret before a rotation, while it is still honoured.
     pub previous_secret: Option<Secret>,
     pub content_type: ContentType,
+    /// The subscription's extra request headers.
+    pub headers: Headers,
     /// When to retry, and when to give up.
     pub plan: Plan,
     /// Deliveries per request; 1 means one event per request, more means a
@@ -42,7 +45,7 @@ SELECT s.id AS subscription_id, s.url, s.secret,
        s.content_type, s.max_attempts,
        (SELECT array_agg(extract(epoch FROM x)::float8 ORDER BY i)
         FROM unnest(s.retry_schedule) WITH ORDINALITY AS u(x, i)) AS retry_schedule,
-       s.batch_size, s.max_per_second, s.max_in_flight
+       s.batch_size, s.max_per_second, s.max_in_flight, s.headers
 FROM walhook.subscriptions s WHERE s.id = ANY ($1::bigint[])";
 
 impl Target {
@@ -68,6 +71,7 @@ impl Target {
                 .get::<_, Option<String>>("previous_secret")
                 .map(Secret::new),
             content_type: ContentType::from_db(&content_type),
+            headers: Headers::from_row(row),
             plan: Plan::new(&defaults.retry_schedule, schedule, max_attempts),
             batch_size: usize::try_from(batch_size).unwrap_or(1).max(1),
             max_per_second: row

@@ -35,4 +35,5 @@ phases! {
     "latency" => latency,
     "backlog" => backlog,
     "fresh-burst" => fresh_burst,
+    "filtered" => filtered,
 }
