@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::claim::HeldClaims;
-use super::connection::reconnect;
+use super::connection::{reconnect, RECORD_ROLE as ROLE};
 use super::http::Outcome;
 use super::retry::{self, Plan};
 use super::state::DeliveryState;
@@ -34,8 +34,6 @@ use crate::db::Statements;
 const RESULT_LINGER: Duration = Duration::from_millis(2);
 /// At most this many requests' results go into one write.
 const MAX_RESULTS_PER_WRITE: usize = 500;
-/// The connection role that records.
-const ROLE: &str = "deliver-record";
 
 /// One delivery of a finished request.
 #[derive(Debug)]
