@@ -71,19 +71,40 @@ async fn multi_row_statements_become_one_event_per_row_in_order_with_their_actor
         .expect("writes");
     // One capture row per statement that changed rows: two inserts, the
     // update's one row, one delete; the delete of nothing writes none.
-    assert_eq!(count(&client, "SELECT count(*) FROM walhook.capture").await, 4);
     assert_eq!(
-        count(&client, "SELECT count(*) FROM walhook.capture WHERE statement_rows IS NOT NULL").await,
+        count(&client, "SELECT count(*) FROM walhook.capture").await,
+        4
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM walhook.capture WHERE statement_rows IS NOT NULL"
+        )
+        .await,
         3
     );
     let relay = Relay::start(&db.url, CaptureMode::Trigger);
-    wait_for_count(&client, "SELECT count(*) FROM walhook.events", 8, Duration::from_secs(15)).await;
+    wait_for_count(
+        &client,
+        "SELECT count(*) FROM walhook.events",
+        8,
+        Duration::from_secs(15),
+    )
+    .await;
     let events = payloads(&client).await;
     let summary: Vec<(String, Value, Value)> = events
         .iter()
         .map(|e| {
-            let row = if e["record"].is_null() { &e["old_record"] } else { &e["record"] };
-            (e["type"].as_str().unwrap_or_default().to_owned(), row["id"].clone(), e["actor"].clone())
+            let row = if e["record"].is_null() {
+                &e["old_record"]
+            } else {
+                &e["record"]
+            };
+            (
+                e["type"].as_str().unwrap_or_default().to_owned(),
+                row["id"].clone(),
+                e["actor"].clone(),
+            )
         })
         .collect();
     let expected = [
@@ -115,8 +136,15 @@ async fn multi_row_statements_become_one_event_per_row_in_order_with_their_actor
     assert_ne!(events[5]["txid"], events[6]["txid"]);
     let ids: std::collections::HashSet<&str> =
         events.iter().filter_map(|e| e["id"].as_str()).collect();
-    assert_eq!(ids.len(), 8, "every row of a statement has its own event id");
-    assert_eq!(count(&client, "SELECT count(*) FROM walhook.capture").await, 0);
+    assert_eq!(
+        ids.len(),
+        8,
+        "every row of a statement has its own event id"
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM walhook.capture").await,
+        0
+    );
     relay.stop().await;
 }
 
@@ -140,7 +168,13 @@ async fn a_statement_larger_than_a_batch_keeps_its_order() {
         .await
         .expect("writes");
     let relay = Relay::start(&db.url, CaptureMode::Trigger);
-    wait_for_count(&client, "SELECT count(*) FROM walhook.events", 3701, Duration::from_secs(30)).await;
+    wait_for_count(
+        &client,
+        "SELECT count(*) FROM walhook.events",
+        3701,
+        Duration::from_secs(30),
+    )
+    .await;
     let order: Vec<(String, i32)> = client
         .query(
             "SELECT e.type, coalesce(e.payload->'record'->>'n', e.payload->'old_record'->>'n')::int
@@ -177,7 +211,9 @@ async fn a_table_attached_as_a_partition_keeps_being_captured() {
         )
         .await
         .expect("setup");
-    assert!(trigger_names(&client, "orders_2025").await.contains(&"walhook_capture_insert".to_owned()));
+    assert!(trigger_names(&client, "orders_2025")
+        .await
+        .contains(&"walhook_capture_insert".to_owned()));
     client
         .batch_execute(
             "ALTER TABLE orders ATTACH PARTITION orders_2025 FOR VALUES FROM (0) TO (1000);
@@ -198,15 +234,30 @@ async fn a_table_attached_as_a_partition_keeps_being_captured() {
         )
         .await
         .expect("detach and write");
-    assert!(trigger_names(&client, "orders_2025").await.contains(&"walhook_capture_insert".to_owned()));
+    assert!(trigger_names(&client, "orders_2025")
+        .await
+        .contains(&"walhook_capture_insert".to_owned()));
     let relay = Relay::start(&db.url, CaptureMode::Trigger);
-    wait_for_count(&client, "SELECT count(*) FROM walhook.events", 6, Duration::from_secs(15)).await;
+    wait_for_count(
+        &client,
+        "SELECT count(*) FROM walhook.events",
+        6,
+        Duration::from_secs(15),
+    )
+    .await;
     let events: Vec<(String, i64)> = payloads(&client)
         .await
         .iter()
         .map(|e| {
-            let row = if e["record"].is_null() { &e["old_record"] } else { &e["record"] };
-            (e["type"].as_str().unwrap_or_default().to_owned(), row["id"].as_i64().unwrap_or(-1))
+            let row = if e["record"].is_null() {
+                &e["old_record"]
+            } else {
+                &e["record"]
+            };
+            (
+                e["type"].as_str().unwrap_or_default().to_owned(),
+                row["id"].as_i64().unwrap_or(-1),
+            )
         })
         .collect();
     let expected: Vec<(String, i64)> = [
@@ -257,7 +308,10 @@ async fn a_table_that_gains_an_inheritance_child_keeps_row_capture() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(captured, ["insert:{id,2,line,parent}", "delete:{id,2,line,parent}"]);
+    assert_eq!(
+        captured,
+        ["insert:{id,2,line,parent}", "delete:{id,2,line,parent}"]
+    );
 }
 
 /// Without the event trigger that follows partition and inheritance
@@ -305,9 +359,18 @@ async fn excluded_columns_stay_out_of_statement_capture() {
         .expect("capture")
         .get(0);
     assert!(captured.contains("two@example.com"), "{captured}");
-    assert!(!captured.contains("SECRET") && !captured.contains("password_hash"), "{captured}");
+    assert!(
+        !captured.contains("SECRET") && !captured.contains("password_hash"),
+        "{captured}"
+    );
     let relay = Relay::start(&db.url, CaptureMode::Trigger);
-    wait_for_count(&client, "SELECT count(*) FROM walhook.events", 4, Duration::from_secs(15)).await;
+    wait_for_count(
+        &client,
+        "SELECT count(*) FROM walhook.events",
+        4,
+        Duration::from_secs(15),
+    )
+    .await;
     let events = payloads(&client).await;
     assert_eq!(
         events[0]["record"],

@@ -260,10 +260,7 @@ impl Header {
                 .unwrap_or(0),
             commit_lsn: None,
             committed_at: self.committed_at,
-            position: Position::Capture {
-                id: self.id,
-                index,
-            },
+            position: Position::Capture { id: self.id, index },
         }
     }
 }

@@ -71,7 +71,9 @@ fn parse_field(bytes: &[u8], start: usize) -> Result<(Option<String>, usize), Re
                     at += 1;
                 }
                 b'\\' => {
-                    let escaped = bytes.get(at + 1).ok_or_else(|| fail(at, "backslash at end"))?;
+                    let escaped = bytes
+                        .get(at + 1)
+                        .ok_or_else(|| fail(at, "backslash at end"))?;
                     value.push(*escaped);
                     at += 2;
                 }
@@ -90,7 +92,9 @@ fn parse_field(bytes: &[u8], start: usize) -> Result<(Option<String>, usize), Re
                 at += 1;
             }
             b'\\' => {
-                let escaped = bytes.get(at + 1).ok_or_else(|| fail(at, "backslash at end"))?;
+                let escaped = bytes
+                    .get(at + 1)
+                    .ok_or_else(|| fail(at, "backslash at end"))?;
                 value.push(*escaped);
                 at += 2;
             }
@@ -164,7 +168,11 @@ mod tests {
         // text forms, quoted once more by the outer record.
         assert_eq!(
             parse_record(r#"(1,"(2,""b c"")","{1,2,""x y""}")"#),
-            Ok(vec![some("1"), some(r#"(2,"b c")"#), some(r#"{1,2,"x y"}"#)])
+            Ok(vec![
+                some("1"),
+                some(r#"(2,"b c")"#),
+                some(r#"{1,2,"x y"}"#)
+            ])
         );
     }
 
@@ -188,7 +196,10 @@ mod tests {
         assert_eq!(parse_record("(1,2"), Err(fail(4, "missing ')'")));
         assert_eq!(parse_record("(1,\"2)"), Err(fail(6, "unterminated quotes")));
         assert_eq!(parse_record("(1)x"), Err(fail(3, "text after ')'")));
-        assert_eq!(parse_record("(\"a\"b\"c)"), Err(fail(8, "unterminated quotes")));
+        assert_eq!(
+            parse_record("(\"a\"b\"c)"),
+            Err(fail(8, "unterminated quotes"))
+        );
         assert_eq!(parse_record("(a\\"), Err(fail(2, "backslash at end")));
     }
 }
