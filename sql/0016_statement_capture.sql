@@ -144,10 +144,13 @@ BEGIN
     PERFORM set_config('walhook.installing_capture', coalesce(installing, ''), true);
 END $$;
 
--- The statement triggers' function: one capture row for all the rows the
--- statement inserted (new_rows) or deleted (old_rows), none when it changed
--- none. The arguments are the table's column names, the fields of each
--- row's composite text.
+-- The statement triggers' function: the rows the statement inserted
+-- (new_rows) or deleted (old_rows) in capture rows of at most 1,000, in
+-- the statement's order; none when it changed none. The relay reads a
+-- capture row whole, so the chunks bound its batches and its memory when a
+-- statement (or a COPY) changes millions of rows. The arguments are the
+-- table's column names, the fields of each row's composite text. The
+-- common case, up to 1,000 rows, is one statement with no window or sort.
 CREATE FUNCTION walhook.capture_statement() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
@@ -156,13 +159,31 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO walhook.capture (relid, schema_name, table_name, action, statement_columns, statement_rows, actor)
         SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'insert', TG_ARGV, s.texts, actor
-        FROM (SELECT array_agg((n.*)::text) AS texts FROM new_rows n) s
+        FROM (SELECT array_agg((n.*)::text) AS texts FROM new_rows n
+              WHERE (SELECT count(*) FROM new_rows) <= 1000) s
         WHERE s.texts IS NOT NULL;
+        IF NOT FOUND THEN
+            INSERT INTO walhook.capture (relid, schema_name, table_name, action, statement_columns, statement_rows, actor)
+            SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'insert', TG_ARGV, c.texts, actor
+            FROM (SELECT (x.place - 1) / 1000 AS chunk, array_agg(x.text ORDER BY x.place) AS texts
+                  FROM (SELECT (n.*)::text AS text, row_number() OVER () AS place FROM new_rows n) x
+                  GROUP BY 1) c
+            ORDER BY c.chunk;
+        END IF;
     ELSE
         INSERT INTO walhook.capture (relid, schema_name, table_name, action, statement_columns, statement_rows, actor)
         SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'delete', TG_ARGV, s.texts, actor
-        FROM (SELECT array_agg((o.*)::text) AS texts FROM old_rows o) s
+        FROM (SELECT array_agg((o.*)::text) AS texts FROM old_rows o
+              WHERE (SELECT count(*) FROM old_rows) <= 1000) s
         WHERE s.texts IS NOT NULL;
+        IF NOT FOUND THEN
+            INSERT INTO walhook.capture (relid, schema_name, table_name, action, statement_columns, statement_rows, actor)
+            SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, 'delete', TG_ARGV, c.texts, actor
+            FROM (SELECT (x.place - 1) / 1000 AS chunk, array_agg(x.text ORDER BY x.place) AS texts
+                  FROM (SELECT (o.*)::text AS text, row_number() OVER () AS place FROM old_rows o) x
+                  GROUP BY 1) c
+            ORDER BY c.chunk;
+        END IF;
     END IF;
     IF FOUND THEN
         -- Only a wake-up, one per statement: the relay reads the table.
@@ -200,7 +221,11 @@ BEGIN
         RETURN NULL;
     END IF;
     INSERT INTO walhook.capture (relid, schema_name, table_name, action, statement_columns, statement_rows, actor)
-    VALUES (TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, lower(TG_OP), names, texts, actor);
+    SELECT TG_RELID, TG_TABLE_SCHEMA, TG_TABLE_NAME, lower(TG_OP), names, c.texts, actor
+    FROM (SELECT (u.place - 1) / 1000 AS chunk, array_agg(u.text ORDER BY u.place) AS texts
+          FROM unnest(texts) WITH ORDINALITY AS u(text, place)
+          GROUP BY 1) c
+    ORDER BY c.chunk;
     PERFORM pg_notify('walhook_capture', '');
     RETURN NULL;
 END $$;

@@ -148,9 +148,10 @@ async fn multi_row_statements_become_one_event_per_row_in_order_with_their_actor
     relay.stop().await;
 }
 
-/// A statement larger than a capture batch is delivered whole and in order,
-/// and the statements after it follow it. The columns are named like the
-/// capture function's row aliases, which must not capture them.
+/// A statement larger than a capture row's 1,000 rows and than a batch is
+/// delivered whole and in order, and the statements after it follow it.
+/// The columns are named like the capture function's row aliases, which
+/// must not capture them.
 #[tokio::test]
 async fn a_statement_larger_than_a_batch_keeps_its_order() {
     let db = TestDb::new().await;
@@ -167,6 +168,18 @@ async fn a_statement_larger_than_a_batch_keeps_its_order() {
         )
         .await
         .expect("writes");
+    // At most 1,000 rows per capture row, in the statement's order.
+    let sizes: Vec<i32> = client
+        .query(
+            "SELECT cardinality(statement_rows) FROM walhook.capture ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("capture")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(sizes, [1000, 1000, 500, 1, 1000, 200]);
     let relay = Relay::start(&db.url, CaptureMode::Trigger);
     wait_for_count(
         &client,

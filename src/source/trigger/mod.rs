@@ -50,8 +50,9 @@ pub struct TriggerSource {
 
 impl TriggerSource {
     /// Connects, listens for capture wake-ups and loads the catalog;
-    /// batches hold up to `config.batch_size` rows, and the table is read
-    /// every `config.poll_interval` even without a wake-up.
+    /// batches hold up to `config.batch_size` changes (up to 999 more: a
+    /// statement capture row, at most 1,000 rows, is never split), and the
+    /// table is read every `config.poll_interval` even without a wake-up.
     pub async fn connect(
         database_url: &str,
         config: &CaptureConfig,
@@ -344,9 +345,9 @@ impl TriggerSource {
         let mut watermarks = Vec::new();
         let limit = usize::try_from(self.batch_size).unwrap_or(usize::MAX);
         for row in &rows {
-            // A statement's rows are never split across batches, so a batch
-            // ends after the capture row that fills it; the rows after it
-            // stay for the next batch.
+            // A capture row is never split across batches, so a batch ends
+            // after the capture row that fills it; the rows after it stay
+            // for the next batch.
             if changes.len() >= limit {
                 break;
             }
