@@ -17,7 +17,11 @@
 --
 -- UPDATE stays on the row trigger: a statement's OLD and NEW transition
 -- tables are not paired row by row, and pairing them by key would be wrong
--- for a statement that changes a key. TRUNCATE stays as it was.
+-- for a statement that changes a key. TRUNCATE stays as it was. Within one
+-- INSERT ... ON CONFLICT DO UPDATE the updated rows (row trigger) are now
+-- captured before the inserted ones (statement triggers fire after the
+-- statement's row triggers): they are different rows, so no row's own
+-- changes change order, and statements keep their order.
 --
 -- Where a statement trigger would miss rows, the row triggers stay:
 --   a partition, or a partitioned table: Postgres fires a partition's

@@ -395,3 +395,40 @@ async fn excluded_columns_stay_out_of_statement_capture() {
     );
     relay.stop().await;
 }
+
+/// An upsert's updated rows come from the row trigger, its inserted rows
+/// from the statement trigger, which fires after the statement's row
+/// triggers: both are captured, the updates first.
+#[tokio::test]
+async fn an_upsert_captures_its_updates_and_its_inserts() {
+    let db = TestDb::new().await;
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "SELECT walhook.set_capture_mode('trigger');
+             CREATE TABLE stock (sku text PRIMARY KEY, qty int NOT NULL);
+             INSERT INTO stock VALUES ('a', 1);
+             SELECT walhook.watch('stock');
+             INSERT INTO stock VALUES ('b', 5), ('a', 7), ('c', 9)
+                 ON CONFLICT (sku) DO UPDATE SET qty = excluded.qty;",
+        )
+        .await
+        .expect("writes");
+    let captured: Vec<String> = client
+        .query(
+            "SELECT action || ':' || coalesce(statement_rows::text, record::text) FROM walhook.capture ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("capture")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        captured,
+        [
+            "update:{qty,7,sku,a}",
+            "insert:{\"(b,5)\",\"(c,9)\"}"
+        ]
+    );
+}
