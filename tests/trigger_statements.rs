@@ -426,9 +426,6 @@ async fn an_upsert_captures_its_updates_and_its_inserts() {
         .collect();
     assert_eq!(
         captured,
-        [
-            "update:{qty,7,sku,a}",
-            "insert:{\"(b,5)\",\"(c,9)\"}"
-        ]
+        ["update:{qty,7,sku,a}", "insert:{\"(b,5)\",\"(c,9)\"}"]
     );
 }
