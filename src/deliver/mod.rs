@@ -69,7 +69,8 @@ pub const HOT_STATEMENTS: &[(&str, &str)] = &[
 ];
 
 /// Deletes delivery history past its retention now, in small batches (the
-/// engine also does this in the background once a minute). Returns how
+/// engine also does this in the background every
+/// `delivery.prune_interval`). Returns how
 /// many rows were deleted.
 pub async fn prune_history(
     client: &tokio_postgres::Client,
