@@ -108,10 +108,10 @@ async fn durable_limit(own: &OwnDatabase, n: usize) -> anyhow::Result<f64> {
         .await?
         .get(0);
     // The relay's sessions: commits that do not wait for the WAL flush,
-    // and the claim planned on every run. Without JIT compilation: on a
-    // large outbox the claim's estimated cost passes `jit_above_cost`,
-    // and compiling it took 25-30 ms per claim of 128 (`auto_explain`),
-    // thirty times the claim itself; compiling is no durable work.
+    // the claim planned on every run, and no JIT compilation (walhook's
+    // connections turn it off, `db::settings`: on a large outbox the
+    // claim's estimated cost passes `jit_above_cost`, and compiling it
+    // took 25-30 ms per claim of 128 here, thirty times the claim).
     let writer = connect(&own.url).await?;
     writer.batch_execute("SET synchronous_commit = off; SET jit = off").await?;
     let claimer = connect(&own.url).await?;
