@@ -40,7 +40,7 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
                 *rate,
                 "deliveries/s",
             )
-            .against("same burst, outbox analyzed", reference)
+            .against("same burst, analyzed, unpruned", reference)
             .target("ratio >= 0.80"),
         );
     }
