@@ -49,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_subscription_options.sql"),
     migration!(14, "0014_excluded_columns.sql"),
     migration!(15, "0015_backfill_priority.sql"),
+    migration!(16, "0016_statement_capture.sql"),
 ];
 
 /// Serializes migrations across processes: any number of `walhook migrate`

@@ -301,7 +301,7 @@ mod tests {
             txid: 1,
             commit_lsn: None,
             committed_at: chrono::DateTime::default(),
-            position: crate::change::Position::Capture { id: 1 },
+            position: crate::change::Position::Capture { id: 1, index: 0 },
         }
     }
 

@@ -547,7 +547,9 @@ async fn the_capture_trigger_follows_a_rename_it_was_not_told_of() {
         .expect("setup");
     let captured: Vec<String> = client
         .query(
-            "SELECT coalesce(record::text, '') || coalesce(old_record::text, '') FROM walhook.capture ORDER BY id",
+            "SELECT coalesce(record::text, '') || coalesce(old_record::text, '')
+                    || coalesce(statement_columns::text, '') || coalesce(statement_rows::text, '')
+             FROM walhook.capture ORDER BY id",
             &[],
         )
         .await

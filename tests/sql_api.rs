@@ -128,7 +128,9 @@ async fn watch_installs_and_unwatch_removes_capture() {
         .await
         .expect("triggers")
         .get(0);
-    assert_eq!(triggers, 4);
+    // Each table: the row trigger (updates), the insert and delete
+    // statement triggers and the truncate trigger.
+    assert_eq!(triggers, 8);
     client
         .batch_execute("SELECT walhook.unwatch('orders')")
         .await

@@ -163,7 +163,7 @@ mod tests {
             txid: 1,
             commit_lsn: None,
             committed_at: Utc::now(),
-            position: Position::Capture { id },
+            position: Position::Capture { id, index: 0 },
         }
     }
 

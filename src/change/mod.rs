@@ -88,10 +88,14 @@ pub enum Position {
         /// The change's index within the transaction, from 0.
         index: u32,
     },
-    /// Trigger capture: the id of the row in `walhook.capture`.
+    /// Trigger capture: the id of the row in `walhook.capture`, and the
+    /// change's place among the rows of a statement capture row.
     Capture {
         /// `walhook.capture.id`.
         id: i64,
+        /// The change's index among the statement's rows, from 0; 0 for a
+        /// row capture.
+        index: u32,
     },
     /// A backfill's read: the backfill and the row's number in it.
     Read {
@@ -155,7 +159,9 @@ impl RowChange {
     pub fn event_id(&self) -> String {
         let seed = match self.position {
             Position::Wal { commit_lsn, index } => format!("wal:{commit_lsn}:{index}"),
-            Position::Capture { id } => format!("capture:{id}"),
+            // A row capture's seed is unchanged by statement capture.
+            Position::Capture { id, index: 0 } => format!("capture:{id}"),
+            Position::Capture { id, index } => format!("capture:{id}:{index}"),
             Position::Read { backfill, row } => format!("read:{backfill}:{row}"),
         };
         event_id_from(&seed, self.committed_at)

@@ -47,7 +47,8 @@ pub struct FileCapture {
 pub struct CaptureConfig {
     /// Where changes come from.
     pub mode: CaptureMode,
-    /// At most this many changes go into one outbox transaction.
+    /// At most this many changes go into one outbox transaction (in
+    /// trigger mode up to 999 more: a statement capture row is never split).
     pub batch_size: usize,
     /// A batch is written at the latest this long after its first change.
     pub batch_timeout: Duration,

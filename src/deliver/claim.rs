@@ -83,14 +83,19 @@ WITH busy (subscription_id, n) AS (
           AND (d.state = 'pending' OR d.lease_until < now())
           AND d.next_attempt_at <= now()
           -- The oldest open delivery of its row, so rows keep commit
-          -- order. A scalar subquery, not NOT EXISTS: its two keys are
-          -- then always index conditions, whatever the table's statistics.
+          -- order: the first entry of `deliveries_open_by_row` from the
+          -- start of this row's (d itself is one, so it is this row's). A
+          -- scalar subquery, not NOT EXISTS, and a row comparison, not two
+          -- equalities: only that index can answer it, whatever the
+          -- table's statistics. With the equalities, a never-analyzed
+          -- outbox of 20,000 open deliveries was read through
+          -- `deliveries_claim`, every open delivery of the subscription
+          -- for each one claimed (780 ms per claim instead of 3 ms).
           AND d.id = (
               SELECT o.id FROM walhook.deliveries o
-              WHERE o.subscription_id = d.subscription_id
-                AND o.row_key = d.row_key
+              WHERE (o.subscription_id, o.row_key, o.id) >= (d.subscription_id, d.row_key, 0)
                 AND o.phase = 'open'
-              ORDER BY o.id
+              ORDER BY o.subscription_id, o.row_key, o.id
               LIMIT 1)
         ORDER BY d.next_attempt_at, d.id
         LIMIT r.room

@@ -102,11 +102,24 @@ async fn renew(
 
 /// Pushes the lease of claims still ours (same attempt count) forward.
 /// $1 delivery ids, $2 their attempt counts at claim, $3 lease seconds.
+///
+/// Rows another transaction has locked are skipped, not waited for: that is
+/// the recorder writing their results (they need no lease any more), and
+/// waiting for it, each locking in its own order, deadlocked the two. One
+/// primary-key lookup per held claim, whatever the statistics say.
 const RENEW: &str = "
+WITH held AS (
+    SELECT o.id
+    FROM unnest($1::bigint[], $2::int[]) AS u(id, attempt)
+    CROSS JOIN LATERAL (
+        SELECT o.id FROM walhook.deliveries o
+        WHERE o.id = u.id AND o.state = 'in_flight' AND o.attempts = u.attempt
+        FOR UPDATE SKIP LOCKED
+    ) o
+)
 UPDATE walhook.deliveries d
 SET lease_until = now() + $3::float8 * interval '1 second'
-FROM unnest($1::bigint[], $2::int[]) AS u(id, attempt)
-WHERE d.id = u.id AND d.state = 'in_flight' AND d.attempts = u.attempt";
+WHERE d.id = ANY (ARRAY(SELECT id FROM held))";
 
 #[cfg(test)]
 mod tests {

@@ -68,6 +68,17 @@ pub const HOT_STATEMENTS: &[(&str, &str)] = &[
     ("record attempts", record::INSERT_ATTEMPTS),
 ];
 
+/// The session settings of the connection a statement of
+/// [`HOT_STATEMENTS`] runs on (given by its name there): plans depend on
+/// them.
+pub fn settings_of(statement: &str) -> &'static str {
+    let role = match statement {
+        "record deliveries" | "record attempts" => connection::RECORD_ROLE,
+        _ => connection::CLAIM_ROLE,
+    };
+    connection::session_settings(role)
+}
+
 /// Deletes delivery history past its retention now, in small batches (the
 /// engine also does this in the background every
 /// `delivery.prune_interval`). Returns how

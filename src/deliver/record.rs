@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::claim::HeldClaims;
-use super::connection::reconnect;
+use super::connection::{reconnect, RECORD_ROLE as ROLE};
 use super::http::Outcome;
 use super::retry::{self, Plan};
 use super::state::DeliveryState;
@@ -34,8 +34,6 @@ use crate::db::Statements;
 const RESULT_LINGER: Duration = Duration::from_millis(2);
 /// At most this many requests' results go into one write.
 const MAX_RESULTS_PER_WRITE: usize = 500;
-/// The connection role that records.
-const ROLE: &str = "deliver-record";
 
 /// One delivery of a finished request.
 #[derive(Debug)]
@@ -417,20 +415,25 @@ async fn update_subscriptions(
     Ok(disabled)
 }
 
-// The `= ANY ($1)` on `deliveries` in both statements below is what keeps
-// them index lookups whatever the table's statistics say: joined to the
-// unnested arrays alone, a plan made while the outbox was small or never
-// analyzed scans the whole table on every write (a generic plan keeps
-// that until the next `ANALYZE`), which cut delivery to a tenth after a
-// burst on a fresh database. Filtering every row by an array of hundreds
-// of ids is costed as dear, so the primary key is always the cheaper way.
+// Both statements below reach `deliveries` by primary key whatever the
+// table's statistics say: joined to the unnested arrays alone, a plan made
+// while the outbox was small or never analyzed scans the whole table on
+// every write (a generic plan keeps that until the next `ANALYZE`), which
+// cut delivery to a tenth after a burst on a fresh database.
 pub(crate) const INSERT_ATTEMPTS: &str = "
 INSERT INTO walhook.attempts (delivery_id, attempted_at, status, duration_ms, response_body, error)
 SELECT u.* FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[], $5::text[], $6::text[])
     AS u(delivery_id, attempted_at, status, duration_ms, response_body, error)
--- Not for a delivery deleted meanwhile (its subscription was).
-WHERE u.delivery_id IN (SELECT d.id FROM walhook.deliveries d WHERE d.id = ANY ($1::bigint[]))";
+-- Not for a delivery deleted meanwhile (its subscription was). A primary
+-- key lookup per result, in a scalar subquery that no join can replace:
+-- as a semi-join on the recorder's connection (no nested loops), a
+-- never-analyzed outbox was scanned whole on every write.
+WHERE u.delivery_id = (SELECT d.id FROM walhook.deliveries d WHERE d.id = u.delivery_id)";
 
+// The `= ANY ($1)` keeps the primary key the cheaper way: filtering every
+// row by an array of hundreds of ids is costed as dear. The recorder's
+// connection plans without nested loops, so the results are joined in one
+// pass (`connection::session_settings`).
 pub(crate) const UPDATE_DELIVERIES: &str = "
 UPDATE walhook.deliveries d
 SET state = u.state,

@@ -542,7 +542,7 @@ mod tests {
             txid: 1,
             commit_lsn: None,
             committed_at: chrono::DateTime::default(),
-            position: Position::Capture { id: 1 },
+            position: Position::Capture { id: 1, index: 0 },
         }
     }
 

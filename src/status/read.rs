@@ -147,7 +147,8 @@ async fn capture(client: &Client) -> Result<Capture, tokio_postgres::Error> {
 async fn trigger_backlog(client: &Client) -> Result<CaptureSource, tokio_postgres::Error> {
     let row = client
         .query_one(
-            "SELECT count(*), coalesce(extract(epoch FROM now() - min(captured_at)), 0)::float8
+            "SELECT coalesce(sum(coalesce(cardinality(statement_rows), 1)), 0)::int8,
+                    coalesce(extract(epoch FROM now() - min(captured_at)), 0)::float8
              FROM walhook.capture",
             &[],
         )

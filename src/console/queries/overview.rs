@@ -24,7 +24,8 @@ pub const SLOT_LAG: &str =
  WHERE s.slot_name = $1";
 
 pub const TRIGGER_LAG: &str =
-    "SELECT count(*), coalesce(extract(epoch FROM now() - min(captured_at)), 0)::float8
+    "SELECT coalesce(sum(coalesce(cardinality(statement_rows), 1)), 0)::int8,
+        coalesce(extract(epoch FROM now() - min(captured_at)), 0)::float8
  FROM walhook.capture";
 
 /// Deliveries by state, as the overview shows them.

@@ -1,5 +1,9 @@
-//! Trigger capture: row triggers append each change to `walhook.capture`
-//! inside the writing transaction; `pg_notify` only wakes this source.
+//! Trigger capture: triggers append changes to `walhook.capture` inside
+//! the writing transaction; `pg_notify` only wakes this source. A row
+//! trigger writes one capture row per change; a statement trigger (INSERT
+//! and DELETE on plain tables) one per statement, holding every row it
+//! changed in composite text form, which this source splits into one
+//! change per row, in order.
 //!
 //! The capture table is a queue, not a log read by high-water mark: rows
 //! are read in id order and deleted inside the outbox transaction that
@@ -26,6 +30,10 @@ use crate::change::{Action, Position, Row, RowChange, TableRef};
 use crate::config::CaptureConfig;
 use crate::db;
 
+mod record_text;
+
+use record_text::parse_record;
+
 /// Consumes a batch's capture rows (`$1`: their ids) in the outbox
 /// transaction, so they are gone exactly when their events are stored.
 const DELETE_CAPTURED: &str = "DELETE FROM walhook.capture WHERE id = ANY($1)";
@@ -42,8 +50,9 @@ pub struct TriggerSource {
 
 impl TriggerSource {
     /// Connects, listens for capture wake-ups and loads the catalog;
-    /// batches hold up to `config.batch_size` rows, and the table is read
-    /// every `config.poll_interval` even without a wake-up.
+    /// batches hold up to `config.batch_size` changes (up to 999 more: a
+    /// statement capture row, at most 1,000 rows, is never split), and the
+    /// table is read every `config.poll_interval` even without a wake-up.
     pub async fn connect(
         database_url: &str,
         config: &CaptureConfig,
@@ -63,7 +72,8 @@ impl TriggerSource {
             "captured_at"
         };
         let select = format!(
-            "SELECT id, txid::text, relid, schema_name, table_name, action, record, old_record, actor, {committed_at}
+            "SELECT id, txid::text, relid, schema_name, table_name, action, record, old_record, actor, {committed_at},
+                    statement_columns, statement_rows
              FROM walhook.capture ORDER BY id LIMIT $1"
         );
         Ok(TriggerSource {
@@ -83,49 +93,77 @@ impl TriggerSource {
             .await?)
     }
 
+    /// The one change of a row capture.
     async fn change_from(&mut self, row: &PgRow) -> Result<RowChange, SourceError> {
-        let id: i64 = row.get(0);
-        let txid: String = row.get(1);
-        let relid: u32 = row.get(2);
-        let schema: String = row.get(3);
-        let name: String = row.get(4);
-        let action_text: String = row.get(5);
+        let header = Header::of(row)?;
         let record: Option<Vec<Option<String>>> = row.get(6);
         let old_record: Option<Vec<Option<String>>> = row.get(7);
-        let committed_at: DateTime<Utc> = row.get(9);
-        let action = Action::parse(&action_text).ok_or_else(|| {
-            SourceError::Protocol(format!(
-                "capture row {id} has unknown action '{action_text}'"
-            ))
-        })?;
         let columns: Vec<&str> = record
             .iter()
             .chain(old_record.iter())
             .flat_map(|pairs| pairs.iter().step_by(2).flatten().map(String::as_str))
             .collect();
-        let table = self.table_info(relid, &schema, &name, &columns).await?;
+        let table = self
+            .table_info(header.relid, &header.schema, &header.name, &columns)
+            .await?;
         let record = record.map(|pairs| to_row(&table, &self.catalog, &pairs));
         let old_record = old_record.map(|pairs| to_row(&table, &self.catalog, &pairs));
-        let key = key_of(&table, record.as_ref().or(old_record.as_ref()));
-        Ok(RowChange {
-            table: TableRef {
-                relid,
-                schema,
-                name,
-            },
-            action,
-            record,
-            old_record,
-            key,
-            actor: row.get(8),
-            txid: txid
-                .parse::<u64>()
-                .map(|x| (x & 0xFFFF_FFFF) as u32)
-                .unwrap_or(0),
-            commit_lsn: None,
-            committed_at,
-            position: Position::Capture { id },
-        })
+        Ok(header.change(&table, record, old_record, 0))
+    }
+
+    /// The changes of a statement capture: one per row the statement
+    /// inserted or deleted, in the order the statement changed them.
+    async fn changes_from_statement(
+        &mut self,
+        row: &PgRow,
+        texts: Vec<Option<String>>,
+        changes: &mut Vec<RowChange>,
+    ) -> Result<(), SourceError> {
+        let header = Header::of(row)?;
+        let names: Vec<String> = row
+            .get::<_, Option<Vec<Option<String>>>>(10)
+            .unwrap_or_default()
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        let columns: Vec<&str> = names.iter().map(String::as_str).collect();
+        let table = self
+            .table_info(header.relid, &header.schema, &header.name, &columns)
+            .await?;
+        let mut pairs: Vec<Option<String>> = Vec::with_capacity(names.len() * 2);
+        for (index, text) in texts.into_iter().enumerate() {
+            let text = text.unwrap_or_default();
+            let fields = parse_record(&text).map_err(|error| {
+                SourceError::Protocol(format!(
+                    "capture row {} holds a row of {}.{} that cannot be read: {error}",
+                    header.id, header.schema, header.name
+                ))
+            })?;
+            if fields.len() != names.len() && !(names.is_empty() && fields == [None]) {
+                return Err(SourceError::Protocol(format!(
+                    "capture row {} holds a row of {} values for {} columns",
+                    header.id,
+                    fields.len(),
+                    names.len()
+                )));
+            }
+            pairs.clear();
+            for (name, value) in names.iter().zip(fields) {
+                pairs.push(Some(name.clone()));
+                pairs.push(value);
+            }
+            let values = Some(to_row(&table, &self.catalog, &pairs));
+            let (record, old_record) = if header.action == Action::Delete {
+                (None, values)
+            } else {
+                (values, None)
+            };
+            let index = u32::try_from(index).map_err(|_| {
+                SourceError::Protocol(format!("capture row {} holds too many rows", header.id))
+            })?;
+            changes.push(header.change(&table, record, old_record, index));
+        }
+        Ok(())
     }
 
     /// The table's current shape, reloaded when the captured row names a
@@ -161,6 +199,70 @@ impl TriggerSource {
                 key_columns: Vec::new(),
             })
         }))
+    }
+}
+
+/// What every change of one capture row shares.
+struct Header {
+    id: i64,
+    txid: String,
+    relid: u32,
+    schema: String,
+    name: String,
+    action: Action,
+    actor: Option<String>,
+    committed_at: DateTime<Utc>,
+}
+
+impl Header {
+    fn of(row: &PgRow) -> Result<Header, SourceError> {
+        let id: i64 = row.get(0);
+        let action_text: &str = row.get(5);
+        let action = Action::parse(action_text).ok_or_else(|| {
+            SourceError::Protocol(format!(
+                "capture row {id} has unknown action '{action_text}'"
+            ))
+        })?;
+        Ok(Header {
+            id,
+            txid: row.get(1),
+            relid: row.get(2),
+            schema: row.get(3),
+            name: row.get(4),
+            action,
+            actor: row.get(8),
+            committed_at: row.get(9),
+        })
+    }
+
+    fn change(
+        &self,
+        table: &TableInfo,
+        record: Option<Row>,
+        old_record: Option<Row>,
+        index: u32,
+    ) -> RowChange {
+        let key = key_of(table, record.as_ref().or(old_record.as_ref()));
+        RowChange {
+            table: TableRef {
+                relid: self.relid,
+                schema: self.schema.clone(),
+                name: self.name.clone(),
+            },
+            action: self.action,
+            record,
+            old_record,
+            key,
+            actor: self.actor.clone(),
+            txid: self
+                .txid
+                .parse::<u64>()
+                .map(|x| (x & 0xFFFF_FFFF) as u32)
+                .unwrap_or(0),
+            commit_lsn: None,
+            committed_at: self.committed_at,
+            position: Position::Capture { id: self.id, index },
+        }
     }
 }
 
@@ -241,10 +343,20 @@ impl TriggerSource {
         let mut changes = Vec::with_capacity(rows.len());
         let mut ids = Vec::with_capacity(rows.len());
         let mut watermarks = Vec::new();
+        let limit = usize::try_from(self.batch_size).unwrap_or(usize::MAX);
         for row in &rows {
+            // A capture row is never split across batches, so a batch ends
+            // after the capture row that fills it; the rows after it stay
+            // for the next batch.
+            if changes.len() >= limit {
+                break;
+            }
             ids.push(row.get::<_, i64>(0));
             if let Some(token) = watermark_of(row) {
                 watermarks.push(token);
+            } else if let Some(texts) = row.get::<_, Option<Vec<Option<String>>>>(11) {
+                self.changes_from_statement(row, texts, &mut changes)
+                    .await?;
             } else {
                 changes.push(self.change_from(row).await?);
             }
