@@ -107,19 +107,25 @@ async fn durable_limit(own: &OwnDatabase, n: usize) -> anyhow::Result<f64> {
         .query_one("SELECT min(id) FROM walhook.subscriptions", &[])
         .await?
         .get(0);
-    // The relay's sessions: commits that do not wait for the WAL flush,
-    // the claim planned on every run, and no JIT compilation (walhook's
-    // connections turn it off, `db::settings`: on a large outbox the
-    // claim's estimated cost passes `jit_above_cost`, and compiling it
-    // took 25-30 ms per claim of 128 here, thirty times the claim).
+    // The relay's sessions (`walhook::deliver::settings_of`), and no JIT
+    // compilation, which walhook's connections turn off (`db::settings`:
+    // on a large outbox the claim's estimated cost passes
+    // `jit_above_cost`, and compiling it took 25-30 ms per claim of 128
+    // here, thirty times the claim). The outbox commits asynchronously.
     let writer = connect(&own.url).await?;
-    writer.batch_execute("SET synchronous_commit = off; SET jit = off").await?;
+    writer
+        .batch_execute("SET synchronous_commit = off; SET jit = off")
+        .await?;
     let claimer = connect(&own.url).await?;
     claimer
-        .batch_execute("SET synchronous_commit = off; SET plan_cache_mode = force_custom_plan; SET jit = off")
+        .batch_execute(walhook::deliver::settings_of("claim"))
         .await?;
+    claimer.batch_execute("SET jit = off").await?;
     let recorder = connect(&own.url).await?;
-    recorder.batch_execute("SET synchronous_commit = off; SET jit = off").await?;
+    recorder
+        .batch_execute(walhook::deliver::settings_of("record deliveries"))
+        .await?;
+    recorder.batch_execute("SET jit = off").await?;
     let upkeep = connect(&own.url).await?;
     let batches = event_batches(n, subscription);
 
