@@ -32,6 +32,8 @@ pub struct Bench {
     pub receiver: Receiver,
     pub receipts: Arc<Receipts>,
     pub figures: Vec<Figure>,
+    /// Deliveries per second end to end, once the throughput phase ran.
+    pub end_to_end: Option<f64>,
 }
 
 impl Bench {
@@ -60,6 +62,7 @@ impl Bench {
             receiver,
             receipts,
             figures: Vec::new(),
+            end_to_end: None,
         })
     }
 

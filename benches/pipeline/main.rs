@@ -12,11 +12,14 @@
 //!   decoded, nothing else;
 //! - write cost: the application's write rate with walhook attached versus
 //!   without, in both capture modes;
-//! - burst on a fresh database: the same burst again on that outbox right
-//!   after `ANALYZE` (nothing else in the benchmark analyzes or vacuums:
-//!   it measures the statistics a user's database has).
+//! - durable limit: Postgres alone doing walhook's durable work per
+//!   delivery (outbox write, claim, record) with the relay's statements;
+//! - burst on a fresh database, and bursts into an outbox that pruning
+//!   keeps emptying: the same burst on that outbox right after `ANALYZE`
+//!   (nothing else in the benchmark analyzes or vacuums: it measures the
+//!   statistics a user's database has).
 //!
-//! `cargo bench --bench pipeline` runs the default (about 2 minutes);
+//! `cargo bench --bench pipeline` runs the default (about 4 minutes);
 //! `-- --quick` a few seconds (CI); `-- --changes N --backlog N` scale it.
 //! Results also go to `target/bench/pipeline.json`.
 //!

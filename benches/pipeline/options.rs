@@ -9,10 +9,13 @@ pub struct Options {
     pub rate: usize,
     pub latency_seconds: u64,
     pub backlog: usize,
-    /// Inserts in the fresh-database burst.
+    /// Inserts in the fresh-database burst and in each burst through pruning.
     pub burst: usize,
+    /// Seconds the last burst through pruning waits, at most, for
+    /// autovacuum to analyze the emptied outbox (a quiet spell).
+    pub quiet_spell: u64,
     pub server_url: String,
-    /// Only these phases (write-cost, throughput, latency, backlog, fresh-burst); all when empty.
+    /// Only these phases (by the names in `phases::PHASES`); all when empty.
     pub phases: Vec<String>,
 }
 
@@ -25,6 +28,7 @@ impl Options {
             latency_seconds: 10,
             backlog: 200_000,
             burst: 20_000,
+            quiet_spell: 75,
             server_url: std::env::var("BENCH_DATABASE_URL")
                 .or_else(|_| std::env::var("TEST_DATABASE_URL"))
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
@@ -44,6 +48,7 @@ impl Options {
                     options.latency_seconds = 2;
                     options.backlog = 2_000;
                     options.burst = 2_000;
+                    options.quiet_spell = 0;
                 }
                 "--changes" => options.changes = number("--changes")?,
                 "--rate" => options.rate = number("--rate")?,
@@ -52,6 +57,7 @@ impl Options {
                 }
                 "--backlog" => options.backlog = number("--backlog")?,
                 "--burst" => options.burst = number("--burst")?,
+                "--quiet-spell" => options.quiet_spell = number("--quiet-spell")? as u64,
                 "--only" => {
                     let list = args
                         .next()
@@ -62,7 +68,7 @@ impl Options {
                 // A test runner asking what is in here: no tests.
                 "--list" => std::process::exit(0),
                 other if other.starts_with("--") => {
-                    bail!("unknown option {other}; use --quick, --changes N, --rate N, --latency-seconds N, --backlog N, --burst N, --only PHASES")
+                    bail!("unknown option {other}; use --quick, --changes N, --rate N, --latency-seconds N, --backlog N, --burst N, --quiet-spell SECONDS, --only PHASES")
                 }
                 _ => {}
             }

@@ -21,17 +21,32 @@ impl RelayProcess {
     /// `walhook run` against `db_url` with the slot `slot`, in `mode`;
     /// `BENCH_RELAY_CONFIG` adds TOML, `BENCH_RELAY_LOG` sets its log.
     pub fn start(db_url: &str, slot: &str, mode: &str) -> anyhow::Result<RelayProcess> {
+        RelayProcess::start_with(db_url, slot, mode, "")
+    }
+
+    /// As [`RelayProcess::start`], with the phase's own settings `toml`
+    /// on top of `BENCH_RELAY_CONFIG` (a key both set is the phase's).
+    pub fn start_with(
+        db_url: &str,
+        slot: &str,
+        mode: &str,
+        toml: &str,
+    ) -> anyhow::Result<RelayProcess> {
         // The slot is named after the database: slots are per server.
         let config = std::env::temp_dir().join(format!("{slot}.toml"));
+        let mut settings = toml::Table::new();
+        let mut capture = toml::Table::new();
+        capture.insert("slot".into(), slot.into());
+        settings.insert("capture".into(), capture.into());
         // BENCH_RELAY_CONFIG: more TOML for the relay, to compare settings.
         let extra = std::env::var("BENCH_RELAY_CONFIG").unwrap_or_default();
-        std::fs::write(
-            &config,
-            format!(
-                "[capture]\nslot = \"{slot}\"\n{}\n",
-                extra.replace("\\n", "\n")
-            ),
-        )?;
+        for layer in [extra.replace("\\n", "\n").as_str(), toml] {
+            let layer: toml::Table = layer
+                .parse()
+                .with_context(|| format!("relay settings are no TOML: {layer}"))?;
+            merge(&mut settings, layer);
+        }
+        std::fs::write(&config, settings.to_string())?;
         let log = std::env::var("BENCH_RELAY_LOG").unwrap_or_else(|_| "walhook=warn".into());
         let child = Command::new(env!("CARGO_BIN_EXE_walhook"))
             .args([
@@ -89,6 +104,18 @@ impl RelayProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
         peak
+    }
+}
+
+/// `layer`'s keys into `base`, table by table.
+fn merge(base: &mut toml::Table, layer: toml::Table) {
+    for (key, value) in layer {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(more)) => merge(inner, more),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The `[delivery]` section: retries, time limits, in-flight limits,
-//! leases and retention.
+//! leases, retention and pruning.
 
 use std::time::Duration;
 
@@ -55,6 +55,9 @@ pub struct FileDelivery {
     /// `delivery.dead_retention` (file only), see [`DeliveryConfig::dead_retention`].
     #[arg(skip)]
     pub dead_retention: Option<String>,
+    /// `delivery.prune_interval` (file only), see [`DeliveryConfig::prune_interval`].
+    #[arg(skip)]
+    pub prune_interval: Option<String>,
 }
 
 /// The delivery settings in effect.
@@ -85,6 +88,8 @@ pub struct DeliveryConfig {
     pub retention: Duration,
     /// Dead deliveries older than this are pruned.
     pub dead_retention: Duration,
+    /// How often history past its retention is pruned.
+    pub prune_interval: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -103,6 +108,7 @@ impl Default for DeliveryConfig {
             disable_after: Duration::from_secs(5 * 24 * 3600),
             retention: Duration::from_secs(7 * 24 * 3600),
             dead_retention: Duration::from_secs(30 * 24 * 3600),
+            prune_interval: Duration::from_secs(60),
         }
     }
 }
@@ -151,6 +157,15 @@ impl DeliveryConfig {
             &mut self.dead_retention,
             file.dead_retention,
             "delivery.dead_retention",
-        )
+        )?;
+        set_duration(
+            &mut self.prune_interval,
+            file.prune_interval,
+            "delivery.prune_interval",
+        )?;
+        if self.prune_interval.is_zero() {
+            return Err(invalid("delivery.prune_interval", "must be longer than 0s"));
+        }
+        Ok(())
     }
 }

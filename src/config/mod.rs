@@ -300,6 +300,21 @@ mod tests {
     }
 
     #[test]
+    fn the_prune_interval_is_a_positive_duration() {
+        assert_eq!(
+            Config::default().delivery.prune_interval,
+            Duration::from_secs(60)
+        );
+        let often = parse("[delivery]\nprune_interval = \"1s\"\n").unwrap_or_default();
+        assert_eq!(often.delivery.prune_interval, Duration::from_secs(1));
+        let err = parse("[delivery]\nprune_interval = \"0s\"\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("delivery.prune_interval"), "{err}");
+    }
+
+    #[test]
     fn overrides_win_over_the_file() {
         let mut config = parse("[capture]\nmode = \"replication\"\n").unwrap_or_default();
         let overrides = Overrides {

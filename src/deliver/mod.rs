@@ -80,7 +80,8 @@ pub fn settings_of(statement: &str) -> &'static str {
 }
 
 /// Deletes delivery history past its retention now, in small batches (the
-/// engine also does this in the background once a minute). Returns how
+/// engine also does this in the background every
+/// `delivery.prune_interval`). Returns how
 /// many rows were deleted.
 pub async fn prune_history(
     client: &tokio_postgres::Client,

@@ -17,22 +17,21 @@ use crate::config::DeliveryConfig;
 const BATCH: i64 = 500;
 /// Pause between batches, so pruning leaves room for the real work.
 const PAUSE: Duration = Duration::from_millis(50);
-/// How often a pruning round runs.
-const EVERY: Duration = Duration::from_secs(60);
-/// The first round waits a little, so start-up is not slowed by it.
+/// The first round waits a little (or the interval, when shorter), so
+/// start-up is not slowed by it.
 const FIRST_AFTER: Duration = Duration::from_secs(5);
 
-/// Prunes once a minute (first after a few seconds) until `shutdown`
-/// fires, on a connection of its own per round; a failed round is logged
-/// and tried again at the next.
+/// Prunes every `delivery.prune_interval` (first after a few seconds)
+/// until `shutdown` fires, on a connection of its own per round; a failed
+/// round is logged and tried again at the next.
 pub(super) async fn run(url: String, config: DeliveryConfig, shutdown: CancellationToken) {
-    let mut wait = FIRST_AFTER;
+    let mut wait = FIRST_AFTER.min(config.prune_interval);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        wait = EVERY;
+        wait = config.prune_interval;
         let client = match crate::db::connect(&url, "deliver-prune").await {
             Ok(client) => client,
             Err(error) => {

@@ -8,6 +8,8 @@ use std::pin::Pin;
 
 use crate::bench::Bench;
 
+mod burst;
+
 /// A phase's run, borrowing the bench while it runs.
 pub type Running<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 
@@ -32,8 +34,10 @@ macro_rules! phases {
 phases! {
     "write-cost" => write_cost,
     "throughput" => throughput,
+    "durable-limit" => durable_limit,
     "latency" => latency,
     "backlog" => backlog,
     "fresh-burst" => fresh_burst,
+    "prune-churn" => prune_churn,
     "filtered" => filtered,
 }
