@@ -242,9 +242,14 @@ JOIN live s ON s.id = t.subscription_id
 ORDER BY t.n
 ON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING";
 
-const INSERT_EVENTS: &str = insert_events!();
+/// How a batch's events are stored ($1 ids, $2 types, $3 payloads, $4 row
+/// keys, $5 transaction ids, $6 commit LSNs); public so the benchmark's
+/// durable-limit reference runs the statement walhook runs.
+pub const INSERT_EVENTS: &str = insert_events!();
 const INSERT_NEW_EVENTS: &str = concat!(insert_events!(), "\nON CONFLICT (id) DO NOTHING");
-const INSERT_DELIVERIES: &str = insert_deliveries!();
+/// How a batch's deliveries are stored ($1 event ids, $2 subscription
+/// ids, $3 row keys); public for the same reason.
+pub const INSERT_DELIVERIES: &str = insert_deliveries!();
 const INSERT_NEW_DELIVERIES: &str = concat!(
     insert_deliveries!(),
     "\nON CONFLICT ON CONSTRAINT delivery_once_per_event_and_subscription DO NOTHING"

@@ -71,13 +71,20 @@ impl OwnDatabase {
         let Ok(server) = connect(&bench.options.server_url).await else {
             return;
         };
-        server
+        // A slot is dropped only once its walsender has gone, which may
+        // take a moment after the relay stopped; the database only after.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server
             .execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1",
                 &[&self.name],
             )
             .await
-            .ok();
+            .is_err()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         server
             .batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
+use walhook::outbox::{INSERT_DELIVERIES, INSERT_EVENTS};
 
 use crate::bench::Bench;
 use crate::database::connect;
@@ -42,25 +43,6 @@ const CLAIM_LIMIT: i64 = 256;
 /// How far the relay claims ahead: this times the requests a
 /// subscription may have running (so 128 deliveries per claim).
 const CLAIM_AHEAD: i32 = 4;
-
-/// As `src/outbox.rs` writes a batch's events.
-const INSERT_EVENTS: &str = "
-INSERT INTO walhook.events (id, type, payload, row_key, txid, commit_lsn)
-SELECT id, type, payload::json, row_key, txid, lsn::pg_lsn
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[])
-     AS t(id, type, payload, row_key, txid, lsn)";
-
-/// As `src/outbox.rs` writes a batch's deliveries.
-const INSERT_DELIVERIES: &str = "
-WITH live AS (
-    SELECT id FROM walhook.subscriptions WHERE id = ANY($2::int8[]) FOR KEY SHARE
-)
-INSERT INTO walhook.deliveries (event_id, subscription_id, row_key)
-SELECT t.event_id, t.subscription_id, t.row_key
-FROM unnest($1::text[], $2::int8[], $3::text[]) WITH ORDINALITY
-     AS t(event_id, subscription_id, row_key, n)
-JOIN live s ON s.id = t.subscription_id
-ORDER BY t.n";
 
 /// The durable limit for `--changes` deliveries, on a migrated database
 /// of its own, and walhook's end-to-end rate as a ratio of it.
