@@ -141,18 +141,16 @@ async fn plan(client: &Client, sql: &str, arguments: &str, mode: &str, settings:
     row.get(0)
 }
 
-/// The tables a plan reads with a sequential scan.
-fn seq_scanned(plan: &Value) -> Vec<String> {
+/// Every node of a plan, depth first.
+fn nodes(plan: &Value) -> Vec<&serde_json::Map<String, Value>> {
     let mut found = Vec::new();
     let mut stack = vec![plan];
     while let Some(node) = stack.pop() {
         match node {
             Value::Array(items) => stack.extend(items),
             Value::Object(fields) => {
-                if fields.get("Node Type").and_then(Value::as_str) == Some("Seq Scan") {
-                    if let Some(table) = fields.get("Relation Name").and_then(Value::as_str) {
-                        found.push(table.to_owned());
-                    }
+                if fields.contains_key("Node Type") {
+                    found.push(fields);
                 }
                 stack.extend(fields.values());
             }
@@ -162,32 +160,32 @@ fn seq_scanned(plan: &Value) -> Vec<String> {
     found
 }
 
+fn text<'a>(node: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
+    node.get(key).and_then(Value::as_str)
+}
+
+/// The tables a plan reads with a sequential scan.
+fn seq_scanned(plan: &Value) -> Vec<String> {
+    nodes(plan)
+        .into_iter()
+        .filter(|node| text(node, "Node Type") == Some("Seq Scan"))
+        .filter_map(|node| text(node, "Relation Name").map(str::to_owned))
+        .collect()
+}
+
 /// The scans of `deliveries` that test `row_key` row by row instead of
 /// seeking it in an index: the per-row order lookup reading every open
 /// delivery of a subscription.
 fn row_keys_filtered(plan: &Value) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![plan];
-    while let Some(node) = stack.pop() {
-        match node {
-            Value::Array(items) => stack.extend(items),
-            Value::Object(fields) => {
-                let filter = fields.get("Filter").and_then(Value::as_str);
-                if fields.get("Relation Name").and_then(Value::as_str) == Some("deliveries")
-                    && filter.is_some_and(|f| f.contains("row_key"))
-                {
-                    let index = fields.get("Index Name").and_then(Value::as_str);
-                    found.push(format!(
-                        "{} filtered by {filter:?}",
-                        index.unwrap_or("scan")
-                    ));
-                }
-                stack.extend(fields.values());
-            }
-            _ => {}
-        }
-    }
-    found
+    nodes(plan)
+        .into_iter()
+        .filter(|node| text(node, "Relation Name") == Some("deliveries"))
+        .filter_map(|node| {
+            let filter = text(node, "Filter").filter(|f| f.contains("row_key"))?;
+            let index = text(node, "Index Name").unwrap_or("scan");
+            Some(format!("{index} filtered by {filter:?}"))
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -250,35 +248,18 @@ async fn check_hot_statements(client: &Client, outbox: &str) {
 /// The nested loops of a plan that run a function scan (the unnested
 /// arrays of a write) once per row of their outer side.
 fn function_scans_in_loops(plan: &Value) -> usize {
-    let mut found = 0;
-    let mut stack = vec![plan];
-    while let Some(node) = stack.pop() {
-        match node {
-            Value::Array(items) => stack.extend(items),
-            Value::Object(fields) => {
-                let inner = fields.get("Plans").and_then(|plans| plans.get(1));
-                if fields.get("Node Type").and_then(Value::as_str) == Some("Nested Loop")
-                    && inner.is_some_and(has_function_scan)
-                {
-                    found += 1;
-                }
-                stack.extend(fields.values());
-            }
-            _ => {}
-        }
-    }
-    found
-}
-
-fn has_function_scan(node: &Value) -> bool {
-    match node {
-        Value::Array(items) => items.iter().any(has_function_scan),
-        Value::Object(fields) => {
-            fields.get("Node Type").and_then(Value::as_str) == Some("Function Scan")
-                || fields.values().any(has_function_scan)
-        }
-        _ => false,
-    }
+    nodes(plan)
+        .into_iter()
+        .filter(|node| text(node, "Node Type") == Some("Nested Loop"))
+        .filter(|node| {
+            let inner = node.get("Plans").and_then(|plans| plans.get(1));
+            inner.is_some_and(|inner| {
+                nodes(inner)
+                    .iter()
+                    .any(|n| text(n, "Node Type") == Some("Function Scan"))
+            })
+        })
+        .count()
 }
 
 #[tokio::test]
