@@ -96,9 +96,16 @@ impl OwnDatabase {
 
     /// Writes `rows` inserts after id `first`, one transaction per
     /// [`BURST_TRANSACTION`] rows; deliveries per second from the first
-    /// write to the last receipt.
+    /// write to the last receipt. Also says when the last of its events
+    /// reached the outbox, so a slow burst shows whether capture or
+    /// delivery held it up (read after the burst, not while it runs).
     pub async fn burst(&self, bench: &Bench, first: i64, rows: i64) -> anyhow::Result<f64> {
         bench.receipts.reset();
+        let server_start: f64 = self
+            .client
+            .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+            .await?
+            .get(0);
         let started = Instant::now();
         let mut next = first;
         while next < first + rows {
@@ -128,8 +135,18 @@ impl OwnDatabase {
             .last_at()
             .map_or(started.elapsed(), |t| t.duration_since(started))
             .as_secs_f64();
+        let captured_in: Option<f64> = self
+            .client
+            .query_one(
+                "SELECT extract(epoch FROM max(created_at))::float8 - $1::float8
+                 FROM walhook.events WHERE created_at >= to_timestamp($1::float8)",
+                &[&server_start],
+            )
+            .await?
+            .get(0);
+        let captured_in = captured_in.unwrap_or(f64::NAN);
         println!(
-            "burst: {rows} inserts written in {written_in:.2}s, delivered in {took:.2}s ({:.0}/s)",
+            "burst: {rows} inserts written in {written_in:.2}s, all in the outbox after {captured_in:.2}s, delivered in {took:.2}s ({:.0}/s)",
             rows as f64 / took
         );
         Ok(rows as f64 / took.max(0.001))
