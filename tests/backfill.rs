@@ -29,13 +29,7 @@ async fn setup_subscribed(
 ) -> (TestDb, Client, Receiver) {
     let receiver = Receiver::ok().await;
     let db = TestDb::new().await;
-    let client = db.client().await;
-    client
-        .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
-        .await
-        .expect("mode");
-    common::prepare_capture(&db.url, mode).await;
-    client.batch_execute(ITEMS).await.expect("table");
+    let client = common::capturing(&db, mode, ITEMS).await;
     fill(&client, rows).await;
     client
         .batch_execute("ANALYZE items; SELECT walhook.watch('items')")

@@ -16,16 +16,12 @@ use walhook::config::CaptureMode;
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 async fn setup(db: &TestDb, mode: CaptureMode, url: &str) -> tokio_postgres::Client {
-    let client = db.client().await;
-    client
-        .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
-        .await
-        .expect("mode");
-    common::prepare_capture(&db.url, mode).await;
-    client
-        .batch_execute("CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL, total numeric(10,2)); SELECT walhook.watch('orders');")
-        .await
-        .expect("table");
+    let client = common::capturing(
+        db,
+        mode,
+        "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL, total numeric(10,2)); SELECT walhook.watch('orders');",
+    )
+    .await;
     client
         .execute(
             "SELECT walhook.subscribe($1, ARRAY['orders.*'], secret => $2)",

@@ -46,23 +46,14 @@ impl Capture {
 async fn setup(capture: Capture) -> (TestDb, Client, Receiver) {
     let receiver = Receiver::ok().await;
     let db = TestDb::new().await;
-    let client = db.client().await;
-    client
-        .execute(
-            "SELECT walhook.set_capture_mode($1)",
-            &[&capture.mode().as_str()],
-        )
-        .await
-        .expect("mode");
-    common::prepare_capture(&db.url, capture.mode()).await;
-    client
-        .batch_execute(
-            "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL, password_hash text, note text);
-             INSERT INTO users SELECT g, 'user' || g || '@example.com', 'SECRET-' || g, 'old row'
-             FROM generate_series(1, 3) g;",
-        )
-        .await
-        .expect("table");
+    let client = common::capturing(
+        &db,
+        capture.mode(),
+        "CREATE TABLE users (id int PRIMARY KEY, email text NOT NULL, password_hash text, note text);
+         INSERT INTO users SELECT g, 'user' || g || '@example.com', 'SECRET-' || g, 'old row'
+         FROM generate_series(1, 3) g;",
+    )
+    .await;
     let answer: String = client
         .query_one(
             "SELECT walhook.watch('public.users', full_image => $1, exclude_columns => ARRAY['password_hash'])",

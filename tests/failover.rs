@@ -39,18 +39,12 @@ async fn wait_for_capturer(client: &tokio_postgres::Client, timeout: Duration) -
 pub async fn standby_takes_over(mode: CaptureMode) {
     let receiver = Receiver::ok().await;
     let db = TestDb::new().await;
-    let client = db.client().await;
-    client
-        .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
-        .await
-        .expect("mode");
-    common::prepare_capture(&db.url, mode).await;
-    client
-        .batch_execute(
-            "CREATE TABLE orders (id int PRIMARY KEY, status text); SELECT walhook.watch('orders')",
-        )
-        .await
-        .expect("table");
+    let client = common::capturing(
+        &db,
+        mode,
+        "CREATE TABLE orders (id int PRIMARY KEY, status text); SELECT walhook.watch('orders')",
+    )
+    .await;
     client
         .execute(
             "SELECT walhook.subscribe($1, ARRAY['orders.*'])",

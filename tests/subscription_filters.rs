@@ -20,21 +20,14 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Capture in `mode`, and a watched `orders` table with a column of each
 /// kind the filters compare.
 async fn orders(db: &TestDb, mode: CaptureMode) -> Client {
-    let client = db.client().await;
-    client
-        .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
-        .await
-        .expect("mode");
-    common::prepare_capture(&db.url, mode).await;
-    client
-        .batch_execute(
-            "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL, total numeric(10,2) NOT NULL,
-                                  placed_at timestamptz NOT NULL, meta jsonb NOT NULL DEFAULT '{}');
-             SELECT walhook.watch('orders');",
-        )
-        .await
-        .expect("table");
-    client
+    common::capturing(
+        db,
+        mode,
+        "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL, total numeric(10,2) NOT NULL,
+                              placed_at timestamptz NOT NULL, meta jsonb NOT NULL DEFAULT '{}');
+         SELECT walhook.watch('orders');",
+    )
+    .await
 }
 
 async fn subscribe(client: &Client, url: &str, events: &str, filter: &str) -> i64 {

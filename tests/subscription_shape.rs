@@ -23,20 +23,8 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn capture(db: &TestDb, mode: CaptureMode, table: &str) -> Client {
-    let client = db.client().await;
-    client
-        .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
-        .await
-        .expect("mode");
-    common::prepare_capture(&db.url, mode).await;
-    client
-        .batch_execute(&format!(
-            "{table}; SELECT walhook.watch('{}');",
-            table_name(table)
-        ))
-        .await
-        .expect("table");
-    client
+    let watched = format!("{table}; SELECT walhook.watch('{}');", table_name(table));
+    common::capturing(db, mode, &watched).await
 }
 
 /// The name in `CREATE TABLE name (...)`.

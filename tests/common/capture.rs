@@ -4,7 +4,7 @@
 use tokio_postgres::Client;
 use walhook::config::CaptureMode;
 
-use super::test_config;
+use super::{test_config, TestDb};
 
 /// Makes the database ready to capture in `mode` the way `walhook migrate`
 /// does: for replication, the publication and this database's slot exist
@@ -41,4 +41,17 @@ pub async fn watched_orders(client: &Client, url: &str, mode: CaptureMode, recei
         )
         .await
         .expect("subscribe");
+}
+
+/// A client of `db` with capture in `mode` recorded and set up, after
+/// running `tables` (SQL that creates the tables and watches them).
+pub async fn capturing(db: &TestDb, mode: CaptureMode, tables: &str) -> Client {
+    let client = db.client().await;
+    client
+        .execute("SELECT walhook.set_capture_mode($1)", &[&mode.as_str()])
+        .await
+        .expect("mode");
+    prepare_capture(&db.url, mode).await;
+    client.batch_execute(tables).await.expect("tables");
+    client
 }

@@ -19,7 +19,7 @@ pub mod receiver;
 pub mod relay;
 pub mod sql_surface;
 
-pub use capture::{prepare_capture, watched_orders};
+pub use capture::{capturing, prepare_capture, watched_orders};
 pub use database::{connect, server_url, wait_for_count, TestDb};
 pub use receiver::{answer, answer_with, Received, Receiver, ReceiverOptions, Responder};
 pub use relay::{slot_for, test_config, Relay, RelayProcess};
